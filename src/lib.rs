@@ -3,7 +3,13 @@
 //! Data flow: text/binary files (`proto`) → upgrades (`proto::upgrade`) →
 //! the pure net graph (`net::spec`) → a `Net` of layers on a backend →
 //! a `Solver`. See `docs/ARCHITECTURE.md`.
+pub mod backend;
 pub mod error;
+pub mod fillers;
+pub mod layers;
+pub mod net;
 pub mod proto;
+pub mod tensor;
+pub mod testing;
 
 pub use error::{Error, Result};

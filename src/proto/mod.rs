@@ -8,3 +8,6 @@ pub mod caffe {
 
 /// The encoded `FileDescriptorSet` of `caffe.proto` (for prost-reflect).
 pub const DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/caffe_descriptor.bin"));
+pub mod binary;
+pub mod text;
+pub mod upgrade;

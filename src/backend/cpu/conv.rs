@@ -1,0 +1,5 @@
+//! CPU ConvOps.
+use super::CpuBackend;
+use crate::backend::ConvOps;
+
+impl ConvOps for CpuBackend {}

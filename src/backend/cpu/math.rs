@@ -1,0 +1,320 @@
+//! CPU `Math`: GEMM through the `gemm` crate, element-wise loops (rayon for
+//! large tensors).
+use rayon::prelude::*;
+
+use super::{CpuBackend, PAR_MIN};
+use crate::backend::{Binary, Buffer, Math, Unary, View, ViewMut};
+
+/// Row-major GEMM on host slices: `c = alpha·op(a)·op(b) + beta·c`.
+/// The `gemm` crate computes `dst = alpha·dst + beta·lhs·rhs` (its alpha and
+/// beta are swapped relative to BLAS) with arbitrary strides, so transposes
+/// are only stride swaps.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn sgemm(
+    trans_a: bool,
+    trans_b: bool,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: &[f32],
+    b: &[f32],
+    beta: f32,
+    c: &mut [f32],
+) {
+    assert!(
+        c.len() >= m * n && a.len() >= m * k && b.len() >= k * n,
+        "gemm operand too short"
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 || alpha == 0.0 {
+        if beta == 0.0 {
+            c[..m * n].iter_mut().for_each(|v| *v = 0.0);
+        } else if beta != 1.0 {
+            c[..m * n].iter_mut().for_each(|v| *v *= beta);
+        }
+        return;
+    }
+    // (column stride, row stride) of op(A) [m×k] and op(B) [k×n].
+    let (a_cs, a_rs) = if trans_a {
+        (m as isize, 1)
+    } else {
+        (1, k as isize)
+    };
+    let (b_cs, b_rs) = if trans_b {
+        (k as isize, 1)
+    } else {
+        (1, n as isize)
+    };
+    // Large products use rayon unless we are already inside a rayon task
+    // (layers parallelise across the batch themselves).
+    let par = if m * n * k >= (1 << 18) && rayon::current_thread_index().is_none() {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the slices are at least as long as the strides address (asserted above).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            beta != 0.0,
+            a.as_ptr(),
+            a_cs,
+            a_rs,
+            b.as_ptr(),
+            b_cs,
+            b_rs,
+            beta,
+            alpha,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+}
+
+fn map2(n: usize, x: &[f32], y: &mut [f32], f: impl Fn(f32, f32) -> f32 + Sync) {
+    if n >= PAR_MIN {
+        y[..n]
+            .par_iter_mut()
+            .zip(&x[..n])
+            .for_each(|(y, &x)| *y = f(x, *y));
+    } else {
+        y[..n]
+            .iter_mut()
+            .zip(&x[..n])
+            .for_each(|(y, &x)| *y = f(x, *y));
+    }
+}
+
+fn map1(n: usize, y: &mut [f32], f: impl Fn(f32) -> f32 + Sync) {
+    if n >= PAR_MIN {
+        y[..n].par_iter_mut().for_each(|y| *y = f(*y));
+    } else {
+        y[..n].iter_mut().for_each(|y| *y = f(*y));
+    }
+}
+
+fn apply(op: Binary, a: f32, b: f32) -> f32 {
+    match op {
+        Binary::Add => a + b,
+        Binary::Sub => a - b,
+        Binary::Mul => a * b,
+        Binary::Div => a / b,
+        Binary::Max => a.max(b),
+    }
+}
+
+impl Math for CpuBackend {
+    fn alloc(&self, n: usize) -> Buffer {
+        Buffer::host_zeros(n)
+    }
+
+    fn gemm(
+        &self,
+        trans_a: bool,
+        trans_b: bool,
+        m: usize,
+        n: usize,
+        k: usize,
+        alpha: f32,
+        a: View,
+        b: View,
+        beta: f32,
+        mut c: ViewMut,
+    ) {
+        sgemm(
+            trans_a,
+            trans_b,
+            m,
+            n,
+            k,
+            alpha,
+            a.host(m * k),
+            b.host(k * n),
+            beta,
+            c.host(m * n),
+        );
+    }
+
+    fn gemv(
+        &self,
+        trans_a: bool,
+        m: usize,
+        n: usize,
+        alpha: f32,
+        a: View,
+        x: View,
+        beta: f32,
+        mut y: ViewMut,
+    ) {
+        let a = a.host(m * n);
+        let (xl, yl) = if trans_a { (m, n) } else { (n, m) };
+        let x = x.host(xl);
+        let y = y.host(yl);
+        if trans_a {
+            // y[j] = alpha Σ_i a[i][j] x[i] + beta y[j]
+            for v in y.iter_mut() {
+                *v = if beta == 0.0 { 0.0 } else { *v * beta };
+            }
+            for (i, &xi) in x.iter().enumerate() {
+                let s = alpha * xi;
+                if s != 0.0 {
+                    for (yv, &av) in y.iter_mut().zip(&a[i * n..(i + 1) * n]) {
+                        *yv += s * av;
+                    }
+                }
+            }
+        } else {
+            for (i, yv) in y.iter_mut().enumerate() {
+                let d: f32 = a[i * n..(i + 1) * n]
+                    .iter()
+                    .zip(x)
+                    .map(|(a, b)| a * b)
+                    .sum();
+                *yv = alpha * d + if beta == 0.0 { 0.0 } else { beta * *yv };
+            }
+        }
+    }
+
+    fn axpy(&self, n: usize, alpha: f32, x: View, mut y: ViewMut) {
+        map2(n, x.host(n), y.host(n), |x, y| y + alpha * x);
+    }
+
+    fn axpby(&self, n: usize, alpha: f32, x: View, beta: f32, mut y: ViewMut) {
+        map2(n, x.host(n), y.host(n), |x, y| alpha * x + beta * y);
+    }
+
+    fn scal(&self, n: usize, alpha: f32, mut x: ViewMut) {
+        map1(n, x.host(n), |v| v * alpha);
+    }
+
+    fn set(&self, n: usize, v: f32, mut x: ViewMut) {
+        x.host(n).fill(v);
+    }
+
+    fn add_scalar(&self, n: usize, v: f32, mut x: ViewMut) {
+        map1(n, x.host(n), |x| x + v);
+    }
+
+    fn copy(&self, n: usize, x: View, mut y: ViewMut) {
+        y.host(n).copy_from_slice(x.host(n));
+    }
+
+    fn dot(&self, n: usize, x: View, y: View) -> f32 {
+        x.host(n).iter().zip(y.host(n)).map(|(a, b)| a * b).sum()
+    }
+
+    fn asum(&self, n: usize, x: View) -> f32 {
+        x.host(n).iter().map(|v| v.abs()).sum()
+    }
+
+    fn binary(&self, op: Binary, n: usize, a: View, b: View, mut y: ViewMut) {
+        let (a, b, y) = (a.host(n), b.host(n), y.host(n));
+        if n >= PAR_MIN {
+            y.par_iter_mut()
+                .zip(a.par_iter().zip(b))
+                .for_each(|(y, (&a, &b))| *y = apply(op, a, b));
+        } else {
+            for ((y, &a), &b) in y.iter_mut().zip(a).zip(b) {
+                *y = apply(op, a, b);
+            }
+        }
+    }
+
+    fn binary_inplace(&self, op: Binary, n: usize, a: View, mut y: ViewMut) {
+        map2(n, a.host(n), y.host(n), |a, y| apply(op, a, y));
+    }
+
+    fn unary(&self, op: Unary, n: usize, x: View, mut y: ViewMut) {
+        map2(n, x.host(n), y.host(n), |x, _| op.forward(x));
+    }
+
+    fn unary_inplace(&self, op: Unary, n: usize, mut x: ViewMut) {
+        map1(n, x.host(n), |x| op.forward(x));
+    }
+
+    fn unary_grad(&self, op: Unary, n: usize, x: View, y: View, dy: View, mut dx: ViewMut) {
+        let (x, y, dy, dx) = (x.host(n), y.host(n), dy.host(n), dx.host(n));
+        if n >= PAR_MIN {
+            dx.par_iter_mut()
+                .enumerate()
+                .for_each(|(i, d)| *d = op.backward(x[i], y[i], dy[i]));
+        } else {
+            for i in 0..n {
+                dx[i] = op.backward(x[i], y[i], dy[i]);
+            }
+        }
+    }
+
+    fn unary_grad_inplace(&self, op: Unary, n: usize, y: View, mut d: ViewMut) {
+        map2(n, y.host(n), d.host(n), |y, dy| op.backward(y, y, dy));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(ta: bool, tb: bool, m: usize, n: usize, k: usize, a: &[f32], b: &[f32]) -> Vec<f32> {
+        let mut c = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                let mut s = 0.0;
+                for p in 0..k {
+                    let av = if ta { a[p * m + i] } else { a[i * k + p] };
+                    let bv = if tb { b[j * k + p] } else { b[p * n + j] };
+                    s += av * bv;
+                }
+                c[i * n + j] = s;
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn gemm_matches_naive_for_all_transposes() {
+        let (m, n, k) = (5, 7, 3);
+        let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.11).cos()).collect();
+        for ta in [false, true] {
+            for tb in [false, true] {
+                let mut c = vec![1.0; m * n];
+                sgemm(ta, tb, m, n, k, 2.0, &a, &b, 0.5, &mut c);
+                let r = naive(ta, tb, m, n, k, &a, &b);
+                for i in 0..m * n {
+                    assert!((c[i] - (2.0 * r[i] + 0.5)).abs() < 1e-5, "{ta} {tb} {i}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn gemv_matches_gemm() {
+        let be = CpuBackend;
+        let (m, n) = (4, 6);
+        let a = Buffer::from_vec((0..m * n).map(|i| i as f32 * 0.1).collect());
+        let x = Buffer::from_vec((0..n).map(|i| 1.0 - i as f32).collect());
+        let xt = Buffer::from_vec((0..m).map(|i| 2.0 + i as f32).collect());
+        let mut y = Buffer::from_vec(vec![1.0; m]);
+        be.gemv(false, m, n, 1.5, a.view(), x.view(), 2.0, y.view_mut());
+        let mut yt = Buffer::from_vec(vec![1.0; n]);
+        be.gemv(true, m, n, 1.0, a.view(), xt.view(), 0.0, yt.view_mut());
+        let r = naive(false, false, m, 1, n, a.host().unwrap(), x.host().unwrap());
+        for i in 0..m {
+            assert!((y.host().unwrap()[i] - (1.5 * r[i] + 2.0)).abs() < 1e-4);
+        }
+        let rt = naive(true, false, n, 1, m, a.host().unwrap(), xt.host().unwrap());
+        for j in 0..n {
+            assert!((yt.host().unwrap()[j] - rt[j]).abs() < 1e-4);
+        }
+    }
+}

@@ -1,0 +1,29 @@
+//! The CPU backend: GEMM through the `gemm` crate, rayon across batch items
+//! and channels, plain loops elsewhere.
+mod conv;
+mod lrn;
+mod math;
+mod pool;
+mod softmax;
+mod solver;
+
+use super::Backend;
+
+/// Work below this many elements stays on the calling thread: rayon's
+/// overhead beats the gain on small tensors.
+pub(crate) const PAR_MIN: usize = 1 << 15;
+
+#[derive(Debug, Clone, Default)]
+pub struct CpuBackend;
+
+impl CpuBackend {
+    pub fn new() -> Self {
+        CpuBackend
+    }
+}
+
+impl Backend for CpuBackend {
+    fn describe(&self) -> String {
+        format!("CPU ({} threads)", rayon::current_num_threads())
+    }
+}

@@ -1,0 +1,5 @@
+//! CPU SolverOps.
+use super::CpuBackend;
+use crate::backend::SolverOps;
+
+impl SolverOps for CpuBackend {}

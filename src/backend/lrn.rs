@@ -1,0 +1,4 @@
+//! LrnOps kernels.
+use super::Math;
+
+pub trait LrnOps: Math {}

@@ -1,0 +1,111 @@
+//! The operations every layer and solver is written against. A backend is a
+//! set of kernels; layers never contain device code (no `cfg`, no host loops
+//! over device memory). The CPU backend implements everything; the CUDA
+//! backend (later) overrides the same traits.
+//!
+//! Families of operations live in one trait each, so a kernel family is one
+//! file here plus one file per backend:
+//! - `Math` (this file): BLAS-like and element-wise operations on views.
+//! - `ConvOps` (conv.rs): im2col/col2im and convolution passes.
+//! - `PoolOps` (pool.rs), `LrnOps` (lrn.rs), `SoftmaxOps` (softmax.rs),
+//!   `SolverOps` (solver.rs): the remaining kernels.
+pub mod buffer;
+pub mod conv;
+pub mod cpu;
+pub mod lrn;
+pub mod pool;
+pub mod softmax;
+pub mod solver;
+pub mod unary;
+
+pub use buffer::{Buffer, Location, View, ViewMut};
+pub use conv::{ConvGeometry, ConvOps};
+pub use lrn::LrnOps;
+pub use pool::PoolOps;
+pub use softmax::SoftmaxOps;
+pub use solver::SolverOps;
+pub use unary::Unary;
+
+/// Element-wise binary operations `y = a ∘ b`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binary {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Max,
+}
+
+/// BLAS-like and element-wise operations. Matrices are row-major; `gemm` and
+/// `gemv` keep BLAS's meaning of alpha and beta (`C = alpha·op(A)·op(B) + beta·C`).
+/// All lengths are in elements; views carry their offsets.
+pub trait Math {
+    /// A zero-filled buffer on this backend's device.
+    fn alloc(&self, n: usize) -> Buffer;
+    /// `C[m×n] = alpha · op(A)[m×k] · op(B)[k×n] + beta · C`.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm(
+        &self,
+        trans_a: bool,
+        trans_b: bool,
+        m: usize,
+        n: usize,
+        k: usize,
+        alpha: f32,
+        a: View,
+        b: View,
+        beta: f32,
+        c: ViewMut,
+    );
+    /// `y = alpha · op(A) · x + beta · y`, A is `m×n` (op(A) is `n×m` when transposed).
+    #[allow(clippy::too_many_arguments)]
+    fn gemv(
+        &self,
+        trans_a: bool,
+        m: usize,
+        n: usize,
+        alpha: f32,
+        a: View,
+        x: View,
+        beta: f32,
+        y: ViewMut,
+    );
+    /// `y += alpha · x`
+    fn axpy(&self, n: usize, alpha: f32, x: View, y: ViewMut);
+    /// `y = alpha · x + beta · y`
+    fn axpby(&self, n: usize, alpha: f32, x: View, beta: f32, y: ViewMut);
+    /// `x *= alpha`
+    fn scal(&self, n: usize, alpha: f32, x: ViewMut);
+    /// `x = v`
+    fn set(&self, n: usize, v: f32, x: ViewMut);
+    /// `x += v`
+    fn add_scalar(&self, n: usize, v: f32, x: ViewMut);
+    /// `y = x`
+    fn copy(&self, n: usize, x: View, y: ViewMut);
+    /// `Σ x·y`
+    fn dot(&self, n: usize, x: View, y: View) -> f32;
+    /// `Σ |x|`
+    fn asum(&self, n: usize, x: View) -> f32;
+    /// `y = a ∘ b`
+    fn binary(&self, op: Binary, n: usize, a: View, b: View, y: ViewMut);
+    /// `y = a ∘ y` (in place on the second operand)
+    fn binary_inplace(&self, op: Binary, n: usize, a: View, y: ViewMut);
+    /// `y = f(x)`
+    fn unary(&self, op: Unary, n: usize, x: View, y: ViewMut);
+    /// `x = f(x)`
+    fn unary_inplace(&self, op: Unary, n: usize, x: ViewMut);
+    /// `dx = f'(x, y) · dy`
+    fn unary_grad(&self, op: Unary, n: usize, x: View, y: View, dy: View, dx: ViewMut);
+    /// In-place backward: `y` is both bottom and top data, `d` holds dy on entry and dx on exit.
+    fn unary_grad_inplace(&self, op: Unary, n: usize, y: View, d: ViewMut);
+    /// Wait for queued work (a no-op on the CPU).
+    fn synchronize(&self) {}
+}
+
+/// A complete backend: every family of operations, shareable across threads.
+pub trait Backend:
+    Math + ConvOps + PoolOps + LrnOps + SoftmaxOps + SolverOps + Send + Sync
+{
+    /// A short description for logs and `device_query`.
+    fn describe(&self) -> String;
+}

@@ -1,0 +1,4 @@
+//! PoolOps kernels.
+use super::Math;
+
+pub trait PoolOps: Math {}

@@ -1,0 +1,4 @@
+//! SoftmaxOps kernels.
+use super::Math;
+
+pub trait SoftmaxOps: Math {}

@@ -1,0 +1,4 @@
+//! SolverOps kernels.
+use super::Math;
+
+pub trait SolverOps: Math {}

@@ -1,0 +1,447 @@
+//! `Net`: the layers of a `NetSpec` instantiated on one backend, with their
+//! blobs in one arena (activations first, then learnable parameters), so
+//! in-place layers and shared parameters are literally the same blob.
+use std::sync::Arc;
+
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::layers::{create_layer, layer_types, Ctx, Io, Layer};
+use crate::proto::caffe::param_spec::DimCheckMode;
+use crate::proto::caffe::{NetParameter, NetState, Phase};
+use crate::tensor::Blob;
+
+use super::spec::{self, NetSpec};
+
+/// How to build a net: its state (phase, level, stages), the random seed,
+/// and which replica of how many it is (data sharding).
+#[derive(Debug, Clone)]
+pub struct NetOptions {
+    pub phase: Phase,
+    pub level: i32,
+    pub stages: Vec<String>,
+    /// A complete state (the solver's merged train/test state) overrides
+    /// phase/level/stages when set.
+    pub state: Option<NetState>,
+    pub seed: u64,
+    pub rank: usize,
+    pub world: usize,
+}
+
+impl NetOptions {
+    pub fn new(phase: Phase) -> Self {
+        NetOptions {
+            phase,
+            level: 0,
+            stages: Vec::new(),
+            state: None,
+            seed: 1701,
+            rank: 0,
+            world: 1,
+        }
+    }
+}
+
+/// One output blob (never consumed by another layer), for logs.
+#[derive(Debug, Clone)]
+pub struct NetOutput {
+    pub name: String,
+    pub values: Vec<f32>,
+    pub loss_weight: f32,
+}
+
+pub struct Net {
+    spec: NetSpec,
+    layers: Vec<Box<dyn Layer>>,
+    /// Activation blobs (by spec blob id) followed by owned parameters.
+    blobs: Vec<Blob>,
+    /// Per layer: arena ids of its param blobs (sharers point at owners).
+    layer_params: Vec<Vec<usize>>,
+    /// Per learnable param (spec order): arena id.
+    learnable: Vec<usize>,
+    cx: Ctx,
+}
+
+impl Net {
+    /// Build a net from an (already upgraded) NetParameter.
+    pub fn new(param: &NetParameter, opts: &NetOptions, be: Arc<dyn Backend>) -> Result<Net> {
+        let state = opts
+            .state
+            .clone()
+            .unwrap_or_else(|| spec::cli_net_state(param, opts.phase, opts.level, &opts.stages));
+        let known = layer_types();
+        let num_blobs = |lp: &crate::proto::caffe::LayerParameter| -> Result<usize> {
+            if !known.contains(&lp.r#type()) {
+                // The registry's error names the layer and the known types.
+                create_layer(lp)?;
+            }
+            spec::default_num_blobs_or_err(lp)
+        };
+        let spec = spec::build_with_state(param, &state, &num_blobs)?;
+        let mut cx = Ctx::new(be.clone(), spec.phase, opts.seed);
+        cx.rank = opts.rank;
+        cx.world = opts.world;
+
+        let mut blobs: Vec<Blob> = (0..spec.num_blobs()).map(|_| Blob::new(&*be, &[])).collect();
+        let mut layers = Vec::with_capacity(spec.layers.len());
+        let mut layer_params: Vec<Vec<usize>> = Vec::with_capacity(spec.layers.len());
+        // Net param id -> arena id (filled as owners are set up).
+        let mut param_arena: Vec<Option<usize>> = vec![None; spec.params.len()];
+
+        for (li, ls) in spec.layers.iter().enumerate() {
+            let (name, ty) = (ls.name().to_string(), ls.type_name().to_string());
+            let wrap = |e: Error| e.in_layer(&name, &ty);
+            let mut layer = create_layer(&ls.param)?;
+            layer.arity().check(ls.bottom_ids.len(), ls.top_ids.len()).map_err(wrap)?;
+            if ls.top_in_place.iter().any(|&p| p) && !layer.allows_in_place() {
+                return Err(wrap(Error::layer(
+                    "this layer type cannot compute in place (a top has the same name as its bottom)",
+                )));
+            }
+            cx.phase = ls.param.phase();
+            let mut fresh = {
+                let mut io = Io::new(&mut blobs, &ls.bottom_ids, &ls.top_ids, &[]);
+                layer.setup(&mut cx, &mut io).map_err(wrap)?
+            };
+            if fresh.len() != ls.param_ids.len() {
+                return Err(wrap(Error::layer(format!(
+                    "created {} parameter blobs but the net expected {}",
+                    fresh.len(),
+                    ls.param_ids.len()
+                ))));
+            }
+            // Blobs given in the prototxt replace the fillers' values (Caffe skips fillers then).
+            if !ls.param.blobs.is_empty() {
+                if ls.param.blobs.len() != fresh.len() {
+                    return Err(wrap(Error::layer(format!(
+                        "the prototxt gives {} blobs, the layer has {}",
+                        ls.param.blobs.len(),
+                        fresh.len()
+                    ))));
+                }
+                for (b, p) in fresh.iter_mut().zip(&ls.param.blobs) {
+                    if !b.shape_equals(p) {
+                        return Err(wrap(Error::layer(format!(
+                            "prototxt blob shape {:?} does not match {}",
+                            Blob::proto_shape(p)?,
+                            b.shape_string()
+                        ))));
+                    }
+                    b.copy_from_proto(p).map_err(wrap)?;
+                }
+            }
+            let mut ids = Vec::with_capacity(fresh.len());
+            for (j, blob) in fresh.into_iter().enumerate() {
+                let pid = ls.param_ids[j];
+                let info = &spec.params[pid];
+                match info.owner {
+                    None => {
+                        param_arena[pid] = Some(blobs.len());
+                        ids.push(blobs.len());
+                        blobs.push(blob);
+                    }
+                    Some(owner) => {
+                        let aid = param_arena[owner].ok_or_else(|| {
+                            Error::Net(format!("shared parameter of layer '{name}' has no owner yet"))
+                        })?;
+                        let o = &blobs[aid];
+                        let ok = match info.share_mode {
+                            DimCheckMode::Strict => o.shape() == blob.shape(),
+                            DimCheckMode::Permissive => o.count() == blob.count(),
+                        };
+                        if !ok {
+                            let owner_layer = spec.layers[spec.params[owner].layer_id].name();
+                            return Err(Error::Net(format!(
+                                "Cannot share param '{}' owned by layer '{owner_layer}' with layer '{name}': \
+                                 shape mismatch. Owner shape is {}; sharer shape is {}",
+                                info.display_name,
+                                o.shape_string(),
+                                blob.shape_string()
+                            )));
+                        }
+                        ids.push(aid);
+                    }
+                }
+            }
+            {
+                let mut io = Io::new(&mut blobs, &ls.bottom_ids, &ls.top_ids, &ids);
+                layer.reshape(&mut cx, &mut io).map_err(wrap)?;
+            }
+            Self::set_loss_weights(&*be, &mut blobs, &ls.top_ids, &ls.loss_weights);
+            layers.push(layer);
+            layer_params.push(ids);
+            let _ = li;
+        }
+        let learnable = spec
+            .learnable_params
+            .iter()
+            .map(|&pid| param_arena[pid].expect("learnable param has an owner"))
+            .collect();
+        Ok(Net {
+            spec,
+            layers,
+            blobs,
+            layer_params,
+            learnable,
+            cx,
+        })
+    }
+
+    /// A top with a loss weight carries that weight in its diff (Caffe's
+    /// SetLossWeights): the layer's loss is `dot(data, diff)` and backward
+    /// starts from it.
+    fn set_loss_weights(be: &dyn Backend, blobs: &mut [Blob], tops: &[usize], weights: &[f32]) {
+        for (&t, &w) in tops.iter().zip(weights) {
+            if w != 0.0 {
+                let b = &mut blobs[t];
+                let n = b.count();
+                be.set(n, w, b.diff.view_mut());
+            }
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+    pub fn spec(&self) -> &NetSpec {
+        &self.spec
+    }
+    pub fn phase(&self) -> Phase {
+        self.spec.phase
+    }
+    pub fn backend(&self) -> Arc<dyn Backend> {
+        self.cx.be.clone()
+    }
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+    pub fn layer_names(&self) -> Vec<String> {
+        self.spec.layers.iter().map(|l| l.name().to_string()).collect()
+    }
+    pub fn layer_types(&self) -> Vec<String> {
+        self.spec.layers.iter().map(|l| l.type_name().to_string()).collect()
+    }
+
+    /// Reshape and run layer `i` forward; returns its weighted loss.
+    pub fn forward_layer(&mut self, i: usize) -> Result<f32> {
+        let ls = &self.spec.layers[i];
+        let layer = &mut self.layers[i];
+        let wrap = |e: Error| e.in_layer(ls.name(), ls.type_name());
+        self.cx.phase = ls.param.phase();
+        let mut io = Io::new(&mut self.blobs, &ls.bottom_ids, &ls.top_ids, &self.layer_params[i]);
+        layer.reshape(&mut self.cx, &mut io).map_err(wrap)?;
+        layer.forward(&mut self.cx, &mut io).map_err(wrap)?;
+        let mut loss = 0.0;
+        for (&t, &w) in ls.top_ids.iter().zip(&ls.loss_weights) {
+            if w != 0.0 {
+                let b = &self.blobs[t];
+                loss += self.cx.be.dot(b.count(), b.data.view(), b.diff.view());
+            }
+        }
+        Ok(loss)
+    }
+
+    /// Run layer `i` backward if the net needs its gradient.
+    pub fn backward_layer(&mut self, i: usize) -> Result<()> {
+        let ls = &self.spec.layers[i];
+        if !ls.need_backward {
+            return Ok(());
+        }
+        let layer = &mut self.layers[i];
+        let wrap = |e: Error| e.in_layer(ls.name(), ls.type_name());
+        self.cx.phase = ls.param.phase();
+        let mut io = Io::new(&mut self.blobs, &ls.bottom_ids, &ls.top_ids, &self.layer_params[i])
+            .with_param_propagate_down(&ls.param_propagate_down);
+        layer
+            .backward(&mut self.cx, &mut io, &ls.bottom_need_backward)
+            .map_err(wrap)
+    }
+
+    /// Forward through every layer; returns the total weighted loss.
+    pub fn forward(&mut self) -> Result<f32> {
+        let mut loss = 0.0;
+        for i in 0..self.layers.len() {
+            loss += self.forward_layer(i)?;
+        }
+        Ok(loss)
+    }
+
+    pub fn backward(&mut self) -> Result<()> {
+        for i in (0..self.layers.len()).rev() {
+            self.backward_layer(i)?;
+        }
+        Ok(())
+    }
+
+    pub fn forward_backward(&mut self) -> Result<f32> {
+        let loss = self.forward()?;
+        self.backward()?;
+        Ok(loss)
+    }
+
+    /// Zero the diffs of every learnable parameter (before each iteration).
+    pub fn clear_param_diffs(&mut self) {
+        let be = self.cx.be.clone();
+        for &id in &self.learnable {
+            let b = &mut self.blobs[id];
+            let n = b.count();
+            be.set(n, 0.0, b.diff.view_mut());
+        }
+    }
+
+    pub fn num_learnable(&self) -> usize {
+        self.learnable.len()
+    }
+    pub fn learnable(&self, i: usize) -> &Blob {
+        &self.blobs[self.learnable[i]]
+    }
+    pub fn learnable_mut(&mut self, i: usize) -> &mut Blob {
+        &mut self.blobs[self.learnable[i]]
+    }
+    pub fn learnable_lr_mult(&self, i: usize) -> f32 {
+        self.spec.params_lr[i]
+    }
+    pub fn learnable_decay_mult(&self, i: usize) -> f32 {
+        self.spec.params_weight_decay[i]
+    }
+    /// Display name of learnable param `i` (`layer` + param name or index).
+    pub fn learnable_name(&self, i: usize) -> String {
+        let info = &self.spec.params[self.spec.learnable_params[i]];
+        format!("{} {}", self.spec.layers[info.layer_id].name(), info.display_name)
+    }
+
+    /// The parameter blobs of layer `i`.
+    pub fn layer_params(&self, i: usize) -> Vec<&Blob> {
+        self.layer_params[i].iter().map(|&id| &self.blobs[id]).collect()
+    }
+    pub fn layer_param_mut(&mut self, i: usize, j: usize) -> &mut Blob {
+        let id = self.layer_params[i][j];
+        &mut self.blobs[id]
+    }
+
+    pub fn blob_by_name(&self, name: &str) -> Option<&Blob> {
+        self.spec.blob_id(name).map(|id| &self.blobs[id])
+    }
+    pub fn blob_by_name_mut(&mut self, name: &str) -> Option<&mut Blob> {
+        self.spec.blob_id(name).map(|id| &mut self.blobs[id])
+    }
+    pub fn has_blob(&self, name: &str) -> bool {
+        self.spec.blob_id(name).is_some()
+    }
+
+    /// Write `values` into the data of blob `name` (net inputs).
+    pub fn set_input(&mut self, name: &str, values: &[f32]) -> Result<()> {
+        let b = self
+            .blob_by_name_mut(name)
+            .ok_or_else(|| Error::Net(format!("net has no blob named '{name}'")))?;
+        b.set_data(values)
+            .map_err(|e| Error::Net(format!("input '{name}': {e}")))
+    }
+
+    /// The net's outputs in Caffe's order, copied to the host.
+    pub fn outputs(&self) -> Vec<NetOutput> {
+        self.spec
+            .output_blob_ids
+            .iter()
+            .map(|&id| NetOutput {
+                name: self.spec.blob_names[id].clone(),
+                values: self.blobs[id].data_vec(),
+                loss_weight: self.spec.blob_loss_weights[id],
+            })
+            .collect()
+    }
+
+    /// Caffe's CopyTrainedLayersFrom: match layers by name; a matched layer
+    /// must have the same number of blobs and each shape must match
+    /// (legacy 4-D shapes allowed). Unmatched source layers are ignored.
+    /// Returns the names of the source layers that were ignored.
+    pub fn copy_trained_layers_from(&mut self, param: &NetParameter) -> Result<Vec<String>> {
+        let mut ignored = Vec::new();
+        for src in &param.layer {
+            let name = src.name();
+            let Some(li) = self.spec.layer_id(name) else {
+                ignored.push(name.to_string());
+                continue;
+            };
+            let n_target = self.layer_params[li].len();
+            if src.blobs.len() != n_target {
+                return Err(Error::Net(format!(
+                    "Incompatible number of blobs for layer '{name}': the weights file has {}, the net has {n_target}",
+                    src.blobs.len()
+                )));
+            }
+            for (j, bp) in src.blobs.iter().enumerate() {
+                let id = self.layer_params[li][j];
+                let target = &mut self.blobs[id];
+                if !target.shape_equals(bp) {
+                    let src_shape = Blob::proto_shape(bp)
+                        .map(|s| crate::tensor::shape_string(&s))
+                        .unwrap_or_else(|e| e.to_string());
+                    return Err(Error::Net(format!(
+                        "Cannot copy param {j} weights from layer '{name}'; shape mismatch. \
+                         Source param shape is {src_shape}; target param shape is {}. \
+                         To learn this layer's parameters from scratch rather than copying from a \
+                         saved net, rename the layer.",
+                        target.shape_string()
+                    )));
+                }
+                target
+                    .copy_from_proto(bp)
+                    .map_err(|e| Error::Net(format!("layer '{name}' param {j}: {e}")))?;
+            }
+        }
+        Ok(ignored)
+    }
+
+    /// Copy the learnable values of `other` into same-named layers of this
+    /// net (a test net following its train net).
+    pub fn share_weights_from(&mut self, other: &Net) -> Result<()> {
+        let be = self.cx.be.clone();
+        for li in 0..self.spec.layers.len() {
+            if self.layer_params[li].is_empty() {
+                continue;
+            }
+            let name = self.spec.layers[li].name();
+            let Some(oi) = other.spec.layer_id(name) else {
+                continue;
+            };
+            if other.layer_params[oi].len() != self.layer_params[li].len() {
+                return Err(Error::Net(format!(
+                    "layer '{name}' has {} blobs in one net and {} in the other",
+                    self.layer_params[li].len(),
+                    other.layer_params[oi].len()
+                )));
+            }
+            for j in 0..self.layer_params[li].len() {
+                let src = &other.blobs[other.layer_params[oi][j]];
+                let dst = &mut self.blobs[self.layer_params[li][j]];
+                if src.shape() != dst.shape() {
+                    return Err(Error::Net(format!(
+                        "layer '{name}' param {j}: shape {} vs {}",
+                        src.shape_string(),
+                        dst.shape_string()
+                    )));
+                }
+                be.copy(src.count(), src.data.view(), dst.data.view_mut());
+            }
+        }
+        Ok(())
+    }
+
+    /// Caffe's Net::ToProto: the layers as they hold their parameters, with
+    /// their blobs (and diffs when asked).
+    pub fn to_proto(&self, write_diff: bool) -> NetParameter {
+        let mut p = NetParameter {
+            name: Some(self.spec.name.clone()),
+            ..Default::default()
+        };
+        for (li, ls) in self.spec.layers.iter().enumerate() {
+            let mut lp = ls.param.clone();
+            lp.blobs = self.layer_params[li]
+                .iter()
+                .map(|&id| self.blobs[id].to_proto(write_diff))
+                .collect();
+            p.layer.push(lp);
+        }
+        p
+    }
+}
