@@ -1,0 +1,234 @@
+//! Record databases as Caffe's data layers see them: a cursor over
+//! key/value records in key order that wraps around at the end, and the
+//! multi-replica sharding of Caffe 1.0's `DataLayer::Skip`.
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+use super::lmdb::LmdbSource;
+
+/// Which kind of database a path holds (`DataParameter.backend`, and the
+/// `--backend` flag of the conversion tools).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbBackend {
+    Lmdb,
+    LevelDb,
+}
+
+impl DbBackend {
+    pub fn name(self) -> &'static str {
+        match self {
+            DbBackend::Lmdb => "lmdb",
+            DbBackend::LevelDb => "leveldb",
+        }
+    }
+}
+
+impl std::str::FromStr for DbBackend {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "lmdb" => Ok(DbBackend::Lmdb),
+            "leveldb" => Ok(DbBackend::LevelDb),
+            _ => Err(Error::Data(format!(
+                "unknown database backend '{s}' (expected lmdb or leveldb)"
+            ))),
+        }
+    }
+}
+
+/// A cursor over a database's records in key order, like Caffe's
+/// `db::Cursor`. It is always on a valid record: opening an empty database
+/// is an error.
+pub trait RecordSource: Send {
+    /// The database path, for messages.
+    fn path(&self) -> &Path;
+    /// The current record's key.
+    fn key(&self) -> &[u8];
+    /// The current record's value.
+    fn value(&self) -> &[u8];
+    /// Step to the next record; past the last one go back to the first and
+    /// return `true` (Caffe's "Restarting data prefetching from start.").
+    fn advance(&mut self) -> Result<bool>;
+}
+
+/// Open a database for reading; a missing path is an error naming it.
+pub fn open_source(backend: DbBackend, path: &Path) -> Result<Box<dyn RecordSource>> {
+    match backend {
+        DbBackend::Lmdb => Ok(Box::new(LmdbSource::open(path)?)),
+        DbBackend::LevelDb => Err(Error::Data(format!(
+            "{}: LevelDB databases are not supported yet (they come in a later issue); \
+             convert the data to LMDB",
+            path.display()
+        ))),
+    }
+}
+
+/// One record, copied out of the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+}
+
+/// A record key for messages: the text when it is UTF-8, else escaped bytes.
+pub fn key_string(key: &[u8]) -> String {
+    match std::str::from_utf8(key) {
+        Ok(s) => s.to_string(),
+        Err(_) => key.escape_ascii().to_string(),
+    }
+}
+
+/// Reads records in Caffe's order for replica `rank` of `world`: every
+/// record visited gets the next offset (counting across wrap-arounds), and
+/// only offsets with `offset % world == rank` are kept. With `shard` false
+/// (TEST-phase layers, where only rank 0 runs) every record is kept.
+pub struct ShardedReader {
+    src: Box<dyn RecordSource>,
+    rank: u64,
+    world: u64,
+    shard: bool,
+    offset: u64,
+    restarts: u64,
+}
+
+impl ShardedReader {
+    pub fn new(src: Box<dyn RecordSource>, rank: usize, world: usize, shard: bool) -> Result<Self> {
+        if world == 0 || rank >= world {
+            return Err(Error::Data(format!(
+                "invalid replica {rank} of {world} for {}",
+                src.path().display()
+            )));
+        }
+        Ok(ShardedReader {
+            src,
+            rank: rank as u64,
+            world: world as u64,
+            shard,
+            offset: 0,
+            restarts: 0,
+        })
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.src.path().to_path_buf()
+    }
+
+    /// The record under the cursor, without moving (Caffe reads it at
+    /// set-up to infer the top shape).
+    pub fn peek(&self) -> Record {
+        Record {
+            key: self.src.key().to_vec(),
+            value: self.src.value().to_vec(),
+        }
+    }
+
+    fn step(&mut self) -> Result<()> {
+        if self.src.advance()? {
+            self.restarts += 1;
+        }
+        self.offset += 1;
+        Ok(())
+    }
+
+    /// The next record this replica keeps; the cursor moves past it.
+    pub fn next_record(&mut self) -> Result<Record> {
+        while self.shard && self.offset % self.world != self.rank {
+            self.step()?;
+        }
+        let r = self.peek();
+        self.step()?;
+        Ok(r)
+    }
+
+    /// How many times the cursor has gone back to the first record.
+    pub fn restarts(&self) -> u64 {
+        self.restarts
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// An in-memory source for tests.
+    pub(crate) struct VecSource {
+        path: PathBuf,
+        recs: Vec<Record>,
+        pos: usize,
+    }
+
+    impl VecSource {
+        pub(crate) fn new(n: usize) -> Self {
+            VecSource {
+                path: PathBuf::from("mem"),
+                recs: (0..n)
+                    .map(|i| Record {
+                        key: format!("{i:08}").into_bytes(),
+                        value: vec![i as u8],
+                    })
+                    .collect(),
+                pos: 0,
+            }
+        }
+    }
+
+    impl RecordSource for VecSource {
+        fn path(&self) -> &Path {
+            &self.path
+        }
+        fn key(&self) -> &[u8] {
+            &self.recs[self.pos].key
+        }
+        fn value(&self) -> &[u8] {
+            &self.recs[self.pos].value
+        }
+        fn advance(&mut self) -> Result<bool> {
+            self.pos += 1;
+            if self.pos == self.recs.len() {
+                self.pos = 0;
+                return Ok(true);
+            }
+            Ok(false)
+        }
+    }
+
+    fn take(r: &mut ShardedReader, n: usize) -> Vec<u8> {
+        (0..n).map(|_| r.next_record().unwrap().value[0]).collect()
+    }
+
+    #[test]
+    fn sharding_counts_offsets_across_wraps() {
+        // 5 records, 2 replicas: offsets 0,2,4 | 6=rec1, 8=rec3 | 10=rec0 ...
+        let mut r0 = ShardedReader::new(Box::new(VecSource::new(5)), 0, 2, true).unwrap();
+        assert_eq!(take(&mut r0, 6), vec![0, 2, 4, 1, 3, 0]);
+        let mut r1 = ShardedReader::new(Box::new(VecSource::new(5)), 1, 2, true).unwrap();
+        assert_eq!(take(&mut r1, 6), vec![1, 3, 0, 2, 4, 1]);
+        // TEST phase: no sharding.
+        let mut t = ShardedReader::new(Box::new(VecSource::new(5)), 1, 2, false).unwrap();
+        assert_eq!(take(&mut t, 7), vec![0, 1, 2, 3, 4, 0, 1]);
+        assert_eq!(t.restarts(), 1);
+    }
+
+    #[test]
+    fn restart_is_counted_when_the_last_record_is_consumed() {
+        let mut r = ShardedReader::new(Box::new(VecSource::new(3)), 0, 1, true).unwrap();
+        take(&mut r, 2);
+        assert_eq!(r.restarts(), 0);
+        take(&mut r, 1);
+        assert_eq!(r.restarts(), 1);
+        assert!(ShardedReader::new(Box::new(VecSource::new(3)), 2, 2, true).is_err());
+    }
+
+    #[test]
+    fn backend_names() {
+        assert_eq!("LMDB".parse::<DbBackend>().unwrap(), DbBackend::Lmdb);
+        assert_eq!("leveldb".parse::<DbBackend>().unwrap(), DbBackend::LevelDb);
+        assert!("rocksdb".parse::<DbBackend>().is_err());
+        assert!(open_source(DbBackend::LevelDb, Path::new("x"))
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("LevelDB"));
+    }
+}
