@@ -17,7 +17,8 @@ fn main() {
         .expect("parse proto/caffe.proto");
     // protobuf's descriptor types -> bytes -> prost's descriptor types.
     let bytes = protobuf::Message::write_to_bytes(&parsed).expect("encode descriptor set");
-    let fds = prost_types::FileDescriptorSet::decode(bytes.as_slice()).expect("decode descriptor set");
+    let fds =
+        prost_types::FileDescriptorSet::decode(bytes.as_slice()).expect("decode descriptor set");
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
     std::fs::write(out.join("caffe_descriptor.bin"), fds.encode_to_vec()).unwrap();
     prost_build::Config::new()

@@ -72,6 +72,21 @@ impl Error {
             msg: msg.into(),
         }
     }
+    /// Append context (e.g. where a layer's bottoms came from) to the message.
+    pub fn with_context(self, ctx: &str) -> Self {
+        if ctx.is_empty() {
+            return self;
+        }
+        match self {
+            Error::Layer { layer, ty, msg } => Error::Layer {
+                layer,
+                ty,
+                msg: format!("{msg} [{ctx}]"),
+            },
+            Error::Net(m) => Error::Net(format!("{m} [{ctx}]")),
+            other => other,
+        }
+    }
     /// Attach a layer's name and type to an error raised inside it.
     pub fn in_layer(self, name: &str, ty: &str) -> Self {
         match self {

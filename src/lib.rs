@@ -4,11 +4,14 @@
 //! the pure net graph (`net::spec`) → a `Net` of layers on a backend →
 //! a `Solver`. See `docs/ARCHITECTURE.md`.
 pub mod backend;
+pub mod data;
 pub mod error;
 pub mod fillers;
 pub mod layers;
+pub mod log;
 pub mod net;
 pub mod proto;
+pub mod solver;
 pub mod tensor;
 pub mod testing;
 

@@ -145,7 +145,10 @@ pub fn prefix(sev: Severity, site: &str, t: &DateTime<Local>, tid: u32) -> Strin
 pub fn log(sev: Severity, site: &str, msg: &str) {
     let mut line = prefix(sev, site, &Local::now(), thread_id());
     line.push_str(msg);
-    line.push('\n');
+    // glog ends a line only if the message does not (proto dumps do).
+    if !msg.ends_with('\n') {
+        line.push('\n');
+    }
     let mut s = SINK.lock().unwrap_or_else(|e| e.into_inner());
     match s.as_mut() {
         Some(w) => {

@@ -3,7 +3,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use rcaffe::proto::binary;
-use rcaffe::proto::caffe::{v1_layer_parameter::LayerType, BlobProto, NetParameter, V1LayerParameter};
+use rcaffe::proto::caffe::{
+    v1_layer_parameter::LayerType, BlobProto, NetParameter, V1LayerParameter,
+};
 
 fn shared() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared")
@@ -32,8 +34,12 @@ fn upgrade_net_proto_text_matches_caffe() {
         let o = rcaffe(&["upgrade_net_proto_text", s(&input), s(&out)]);
         let stderr = String::from_utf8_lossy(&o.stderr);
         assert!(o.status.success(), "{stderr}");
-        assert!(stderr.contains("Successfully upgraded file specified using deprecated"), "{stderr}");
-        let want = std::fs::read(shared().join(format!("golden/upgrade/{name}.upgraded.prototxt"))).unwrap();
+        assert!(
+            stderr.contains("Successfully upgraded file specified using deprecated"),
+            "{stderr}"
+        );
+        let want = std::fs::read(shared().join(format!("golden/upgrade/{name}.upgraded.prototxt")))
+            .unwrap();
         assert_eq!(std::fs::read(&out).unwrap(), want, "{name}");
     }
 }
@@ -46,7 +52,8 @@ fn upgrade_solver_proto_text_matches_caffe_with_gflags_spelling() {
     let out = dir.path().join("solver.prototxt");
     let o = rcaffe(&["upgrade_solver_proto_text", s(&input), s(&out)]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let want = std::fs::read(shared().join(format!("golden/upgrade/{name}.upgraded.prototxt"))).unwrap();
+    let want =
+        std::fs::read(shared().join(format!("golden/upgrade/{name}.upgraded.prototxt"))).unwrap();
     assert_eq!(std::fs::read(&out).unwrap(), want);
 
     // Already current: Caffe says so and still writes the file.
@@ -109,7 +116,10 @@ fn bad_inputs_fail_cleanly() {
     let o = rcaffe(&["upgrade_net_proto_text", "/nonexistent/x.prototxt", s(&out)]);
     assert_eq!(o.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(stderr.starts_with("rcaffe: /nonexistent/x.prototxt"), "{stderr}");
+    assert!(
+        stderr.starts_with("rcaffe: /nonexistent/x.prototxt"),
+        "{stderr}"
+    );
     // Garbage caffemodel.
     let bad = dir.path().join("bad.caffemodel");
     std::fs::write(&bad, [0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f, 1]).unwrap();
@@ -117,7 +127,10 @@ fn bad_inputs_fail_cleanly() {
     assert_eq!(o.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("not a valid caffe.NetParameter"), "{stderr}");
+    assert!(
+        stderr.contains("not a valid caffe.NetParameter"),
+        "{stderr}"
+    );
     // Usage error: clap's message, non-zero.
     let o = rcaffe(&["upgrade_net_proto_text", "only_one_arg"]);
     assert!(!o.status.success());

@@ -97,7 +97,7 @@ fn syntax_error_position_matches_caffe_log() {
     match read_net_text(&path) {
         Err(Error::Parse { line, col, msg, .. }) => {
             assert_eq!((line, col), (6, 36), "{msg}");
-            assert!(msg.contains("'3'"), "{msg}");
+            assert!(msg.ends_with("found \"3\"."), "{msg}");
         }
         other => panic!("expected a parse error, got {other:?}"),
     }
@@ -116,10 +116,11 @@ fn errors_name_type_and_field() {
         err.to_string(),
         "t:3:3: Message type \"caffe.LayerParameter\" has no field named \"bogus\"."
     );
+    // Positions below are where protobuf C++ reports these errors.
     let err = parse_net_text("name: \"a\"\nname: \"b\"\n", "t").unwrap_err();
     assert_eq!(
         err.to_string(),
-        "t:2:7: Non-repeated field \"name\" is specified multiple times."
+        "t:2:5: Non-repeated field \"name\" is specified multiple times."
     );
     let err = parse_net_text("layer {\n  name: \"a\"\n", "t").unwrap_err();
     assert!(
@@ -133,8 +134,26 @@ fn errors_name_type_and_field() {
         ),
         "{err}"
     );
-    let err = parse_solver_text("solver_mode: TPU\n", "t").unwrap_err();
-    assert!(err.to_string().contains("TPU"), "{err}");
+    let err = parse_solver_text("solver_mode: TPU\n# c\n  type: \"SGD\"", "t").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "t:3:3: Unknown enumeration value of \"TPU\" for field \"solver_mode\"."
+    );
+    let err = parse_net_text("layer { pooling_param { pool: 0x7 } }", "t").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "t:1:35: Unknown enumeration value of \"7\" for field \"pool\"."
+    );
+    let err = parse_solver_text("test_iter: -5000000000\n", "t").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "t:1:13: Integer out of range (5000000000)."
+    );
+    let err = parse_solver_text("\tbase_lr 0.1\n", "t").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "t:1:17: Expected ':' or a message value, found \"0.1\"."
+    );
 }
 
 #[test]
@@ -419,6 +438,49 @@ proptest! {
             let printed = print_net(&net);
             let again = parse_net_text(&printed, "printed").map(|n| print_net(&n));
             prop_assert_eq!(again.ok(), Some(printed));
+        }
+    }
+}
+
+fn c_printf_g(v: f64, prec: usize) -> String {
+    let mut buf = [0u8; 64];
+    let fmt = c"%.*g";
+    // SAFETY: the buffer is large enough for any %.17g and is NUL-terminated
+    // by snprintf; the format takes exactly an int and a double.
+    let n = unsafe {
+        libc::snprintf(
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            fmt.as_ptr(),
+            prec as libc::c_int,
+            v,
+        )
+    };
+    String::from_utf8_lossy(&buf[..n as usize]).into_owned()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4_000))]
+
+    /// Our %g must agree with the C library's, which protobuf C++ calls.
+    #[test]
+    fn format_g_matches_libc(bits in any::<u64>(), small in any::<f32>(), prec in prop::sample::select(vec![1usize, 6, 9, 15, 17])) {
+        for v in [f64::from_bits(bits), f64::from(small)] {
+            if v.is_finite() {
+                prop_assert_eq!(rcaffe::proto::text::format_g(v, prec), c_printf_g(v, prec));
+            }
+        }
+    }
+
+    /// What we print reads back as the same value.
+    #[test]
+    fn printed_floats_round_trip(v in any::<f32>(), d in any::<f64>()) {
+        use rcaffe::proto::text::{simple_dtoa, simple_ftoa};
+        if v.is_finite() {
+            prop_assert_eq!(simple_ftoa(v).parse::<f32>().ok(), Some(v));
+        }
+        if d.is_finite() {
+            prop_assert_eq!(simple_dtoa(d).parse::<f64>().ok(), Some(d));
         }
     }
 }

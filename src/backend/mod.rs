@@ -12,6 +12,7 @@
 pub mod buffer;
 pub mod conv;
 pub mod cpu;
+pub mod eltwise;
 pub mod lrn;
 pub mod pool;
 pub mod softmax;
@@ -20,6 +21,7 @@ pub mod unary;
 
 pub use buffer::{Buffer, Location, View, ViewMut};
 pub use conv::{ConvGeometry, ConvOps};
+pub use eltwise::EltwiseOps;
 pub use lrn::LrnOps;
 pub use pool::PoolOps;
 pub use softmax::SoftmaxOps;
@@ -104,7 +106,7 @@ pub trait Math {
 
 /// A complete backend: every family of operations, shareable across threads.
 pub trait Backend:
-    Math + ConvOps + PoolOps + LrnOps + SoftmaxOps + SolverOps + Send + Sync
+    Math + ConvOps + PoolOps + LrnOps + SoftmaxOps + EltwiseOps + SolverOps + Send + Sync
 {
     /// A short description for logs and `device_query`.
     fn describe(&self) -> String;

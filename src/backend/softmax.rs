@@ -1,4 +1,43 @@
-//! SoftmaxOps kernels.
-use super::Math;
+//! Softmax kernels: the softmax itself (Softmax, SoftmaxWithLoss's inner
+//! softmax) and the multinomial log-loss on its probabilities.
+//!
+//! Blobs are viewed as `(outer, channels, inner)`: the softmax runs along
+//! `channels` independently for each of the `outer·inner` columns.
+use super::{Math, View, ViewMut};
+use crate::error::Result;
 
-pub trait SoftmaxOps: Math {}
+pub trait SoftmaxOps: Math {
+    /// In-place softmax: `x` holds the input on entry and the probabilities
+    /// on exit. Each column's maximum is subtracted before `exp` (Caffe).
+    fn softmax_forward(&self, outer: usize, channels: usize, inner: usize, x: ViewMut);
+    /// In-place backward: `d` holds `dy` on entry and
+    /// `dx = (dy − Σ_c dy·y) ⊙ y` on exit.
+    fn softmax_backward(&self, outer: usize, channels: usize, inner: usize, y: View, d: ViewMut);
+    /// `(Σ −log(max(p[label], FLT_MIN)), valid count)` over the columns
+    /// whose `int(label)` is not `ignore_label`. `label` holds one value per
+    /// column. A label outside `[0, channels)` is an error.
+    #[allow(clippy::too_many_arguments)]
+    fn softmax_loss_forward(
+        &self,
+        outer: usize,
+        channels: usize,
+        inner: usize,
+        prob: View,
+        label: View,
+        ignore_label: Option<i32>,
+    ) -> Result<(f32, usize)>;
+    /// `dx = p − onehot(label)`, zero across all channels of ignored columns
+    /// (unscaled: the layer applies loss weight / normalizer). Returns the
+    /// valid count.
+    #[allow(clippy::too_many_arguments)]
+    fn softmax_loss_backward(
+        &self,
+        outer: usize,
+        channels: usize,
+        inner: usize,
+        prob: View,
+        label: View,
+        ignore_label: Option<i32>,
+        dx: ViewMut,
+    ) -> Result<usize>;
+}

@@ -166,10 +166,19 @@ mod tests {
 
     #[test]
     fn single_dash_long_flags_get_two_dashes() {
-        assert_eq!(norm(&["train", "-solver", "s.prototxt"]), ["train", "--solver", "s.prototxt"]);
-        assert_eq!(norm(&["train", "-solver=s.prototxt"]), ["train", "--solver=s.prototxt"]);
+        assert_eq!(
+            norm(&["train", "-solver", "s.prototxt"]),
+            ["train", "--solver", "s.prototxt"]
+        );
+        assert_eq!(
+            norm(&["train", "-solver=s.prototxt"]),
+            ["train", "--solver=s.prototxt"]
+        );
         assert_eq!(norm(&["train", "--solver=s"]), ["train", "--solver=s"]);
-        assert_eq!(norm(&["train", "--solver", "s"]), ["train", "--solver", "s"]);
+        assert_eq!(
+            norm(&["train", "--solver", "s"]),
+            ["train", "--solver", "s"]
+        );
         assert_eq!(norm(&["train", "-gpu", "all"]), ["train", "--gpu", "all"]);
         // Unknown long flags are still rewritten (clap reports them).
         assert_eq!(norm(&["train", "-bogus"]), ["train", "--bogus"]);
@@ -190,8 +199,14 @@ mod tests {
         assert_eq!(norm(&["train", "-debug=false"]), ["train"]);
         assert_eq!(norm(&["train", "-debug"]), ["train", "--debug"]);
         assert_eq!(norm(&["train", "--nodebug"]), ["train"]);
-        assert_eq!(norm(&["train", "--debug=1", "--force_backward=no"]), ["train", "--debug"]);
-        assert_eq!(norm(&["train", "--debug=maybe"]), ["train", "--debug=maybe"]);
+        assert_eq!(
+            norm(&["train", "--debug=1", "--force_backward=no"]),
+            ["train", "--debug"]
+        );
+        assert_eq!(
+            norm(&["train", "--debug=maybe"]),
+            ["train", "--debug=maybe"]
+        );
     }
 
     #[test]
@@ -202,7 +217,10 @@ mod tests {
         );
         assert_eq!(norm(&["--", "-solver", "x"]), ["--", "-solver", "x"]);
         // Not a known command: left where it is.
-        assert_eq!(norm(&["-gpu", "0", "frobnicate"]), ["--gpu", "0", "frobnicate"]);
+        assert_eq!(
+            norm(&["-gpu", "0", "frobnicate"]),
+            ["--gpu", "0", "frobnicate"]
+        );
     }
 
     #[test]

@@ -9,6 +9,11 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser, Subcommand};
 
 pub mod args;
+pub mod convert;
+pub mod device_query;
+pub mod test;
+pub mod time;
+pub mod train;
 pub mod upgrade;
 
 #[derive(Debug, Parser)]
@@ -27,6 +32,16 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 #[command(rename_all = "snake_case")]
 pub enum Command {
+    /// Train or fine-tune a model
+    Train(train::TrainArgs),
+    /// Score a model
+    Test(test::TestArgs),
+    /// Benchmark model execution time
+    Time(time::TimeArgs),
+    /// Show device diagnostic information
+    DeviceQuery(device_query::DeviceQueryArgs),
+    /// Convert MNIST IDX image and label files into a database of Datums
+    ConvertMnistData(convert::ConvertMnistArgs),
     /// Upgrade a net prototxt from any older format (V0, V1, input fields ...)
     UpgradeNetProtoText(upgrade::InOut),
     /// Upgrade a solver prototxt (`solver_type` enum → `type` string)
@@ -39,6 +54,11 @@ pub enum Command {
 /// tools exit 1 when an upgrade had problems but still wrote the output).
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Train(a) => train::run(&a),
+        Command::Test(a) => test::run(&a),
+        Command::Time(a) => time::run(&a),
+        Command::DeviceQuery(a) => device_query::run(&a),
+        Command::ConvertMnistData(a) => convert::run(&a),
         Command::UpgradeNetProtoText(a) => upgrade::net_text(&a),
         Command::UpgradeSolverProtoText(a) => upgrade::solver_text(&a),
         Command::UpgradeNetProtoBinary(a) => upgrade::net_binary(&a),
@@ -66,10 +86,4 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Print one of Caffe's log messages to stderr. Kept in one place so the
-/// glog-style logger can take over without touching the commands.
-pub fn log_message(msg: &str) {
-    eprintln!("{msg}");
 }

@@ -1,12 +1,151 @@
-//! The vision layer family.
+//! The vision layer family: Convolution, Pooling, LRN, InnerProduct.
 use super::Layer;
 use crate::error::Result;
 use crate::proto::caffe::LayerParameter;
 
+mod conv;
+mod inner_product;
+mod lrn;
+mod pool;
+#[cfg(test)]
+mod test_util;
+
+pub use conv::Convolution;
+pub use inner_product::InnerProduct;
+pub use lrn::Lrn;
+pub use pool::Pooling;
+
 /// Layer types of this family.
-pub const TYPES: &[&str] = &[];
+pub const TYPES: &[&str] = &["Convolution", "InnerProduct", "LRN", "Pooling"];
+
+fn boxed<L: Layer + 'static>(r: Result<L>) -> Result<Box<dyn Layer>> {
+    r.map(|l| Box::new(l) as Box<dyn Layer>)
+}
 
 /// Build a layer of this family, or `None` if `ty` is not one of ours.
-pub fn create(_ty: &str, _lp: &LayerParameter) -> Option<Result<Box<dyn Layer>>> {
-    None
+pub fn create(ty: &str, lp: &LayerParameter) -> Option<Result<Box<dyn Layer>>> {
+    Some(match ty {
+        "Convolution" => boxed(Convolution::new(lp)),
+        "InnerProduct" => boxed(InnerProduct::new(lp)),
+        "LRN" => boxed(Lrn::new(lp)),
+        "Pooling" => boxed(Pooling::new(lp)),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_util::{cx, make_layer, random_blobs};
+    use super::{create, TYPES};
+    use crate::layers::{Io, Layer};
+    use crate::tensor::Blob;
+    use std::time::Instant;
+
+    #[test]
+    fn registry_knows_the_family() {
+        for ty in TYPES {
+            assert!(crate::layers::layer_types().contains(ty));
+        }
+        assert!(create("ReLU", &Default::default()).is_none());
+    }
+
+    /// Forward + backward time of a chain of vision layers (batch, then the
+    /// layer bodies in order); each layer's top feeds the next one.
+    fn time_chain(input: &[usize], bodies: &[&str], iters: usize) -> f64 {
+        let mut cx = cx();
+        let mut arena: Vec<Blob> = random_blobs(&[input], 7);
+        let mut layers: Vec<(Box<dyn Layer>, usize, usize, Vec<usize>)> = Vec::new();
+        let mut b = 0;
+        for body in bodies {
+            let mut l = make_layer(body).unwrap();
+            let (bs, none) = ([b], []);
+            let params = {
+                let mut io = Io::new(&mut arena, &bs, &none, &none);
+                l.setup(&mut cx, &mut io).unwrap()
+            };
+            let top = arena.len();
+            arena.push(Blob::default());
+            let pids: Vec<usize> = (arena.len()..arena.len() + params.len()).collect();
+            arena.extend(params);
+            let ts = [top];
+            {
+                let mut io = Io::new(&mut arena, &bs, &ts, &pids);
+                l.reshape(&mut cx, &mut io).unwrap();
+            }
+            let n = arena[top].count();
+            arena[top].set_diff(&vec![0.01; n]).unwrap();
+            layers.push((l, b, top, pids));
+            b = top;
+        }
+        let mut best = f64::MAX;
+        for _ in 0..iters {
+            let t0 = Instant::now();
+            for (l, b, t, p) in layers.iter_mut() {
+                let mut io = Io::new(
+                    &mut arena,
+                    std::slice::from_ref(b),
+                    std::slice::from_ref(t),
+                    p,
+                );
+                l.reshape(&mut cx, &mut io).unwrap();
+                l.forward(&mut cx, &mut io).unwrap();
+            }
+            for (i, (l, b, t, p)) in layers.iter_mut().enumerate().rev() {
+                let mut io = Io::new(
+                    &mut arena,
+                    std::slice::from_ref(b),
+                    std::slice::from_ref(t),
+                    p,
+                );
+                l.backward(&mut cx, &mut io, &[i > 0]).unwrap();
+            }
+            best = best.min(t0.elapsed().as_secs_f64() * 1e3);
+        }
+        best
+    }
+
+    /// LeNet and cifar10_quick layer stacks (ReLU and loss omitted): run with
+    /// `cargo test --lib vision::tests::timing -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn timing() {
+        let conv = |o: usize, k: usize, p: usize| {
+            format!(
+                "type: 'Convolution' convolution_param {{ num_output: {o} kernel_size: {k} pad: {p} \
+                 weight_filler {{ type: 'xavier' }} }}"
+            )
+        };
+        let pool = |m: &str, k: usize| {
+            format!("type: 'Pooling' pooling_param {{ pool: {m} kernel_size: {k} stride: 2 }}")
+        };
+        let ip = |o: usize| {
+            format!(
+                "type: 'InnerProduct' inner_product_param {{ num_output: {o} weight_filler {{ type: 'xavier' }} }}"
+            )
+        };
+        let lenet = [
+            conv(20, 5, 0),
+            pool("MAX", 2),
+            conv(50, 5, 0),
+            pool("MAX", 2),
+            ip(500),
+            ip(10),
+        ];
+        let lenet: Vec<&str> = lenet.iter().map(|s| s.as_str()).collect();
+        let ms = time_chain(&[64, 1, 28, 28], &lenet, 20);
+        eprintln!("LeNet forward+backward: {ms:.2} ms");
+        let cifar = [
+            conv(32, 5, 2),
+            pool("MAX", 3),
+            conv(32, 5, 2),
+            pool("AVE", 3),
+            conv(64, 5, 2),
+            pool("AVE", 3),
+            ip(64),
+            ip(10),
+        ];
+        let cifar: Vec<&str> = cifar.iter().map(|s| s.as_str()).collect();
+        let ms = time_chain(&[100, 3, 32, 32], &cifar, 10);
+        eprintln!("cifar10_quick forward+backward: {ms:.2} ms");
+    }
 }

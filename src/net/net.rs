@@ -81,7 +81,9 @@ impl Net {
         cx.rank = opts.rank;
         cx.world = opts.world;
 
-        let mut blobs: Vec<Blob> = (0..spec.num_blobs()).map(|_| Blob::new(&*be, &[])).collect();
+        let mut blobs: Vec<Blob> = (0..spec.num_blobs())
+            .map(|_| Blob::new(&*be, &[]))
+            .collect();
         let mut layers = Vec::with_capacity(spec.layers.len());
         let mut layer_params: Vec<Vec<usize>> = Vec::with_capacity(spec.layers.len());
         // Net param id -> arena id (filled as owners are set up).
@@ -91,7 +93,10 @@ impl Net {
             let (name, ty) = (ls.name().to_string(), ls.type_name().to_string());
             let wrap = |e: Error| e.in_layer(&name, &ty);
             let mut layer = create_layer(&ls.param)?;
-            layer.arity().check(ls.bottom_ids.len(), ls.top_ids.len()).map_err(wrap)?;
+            layer
+                .arity()
+                .check(ls.bottom_ids.len(), ls.top_ids.len())
+                .map_err(wrap)?;
             if ls.top_in_place.iter().any(|&p| p) && !layer.allows_in_place() {
                 return Err(wrap(Error::layer(
                     "this layer type cannot compute in place (a top has the same name as its bottom)",
@@ -141,7 +146,9 @@ impl Net {
                     }
                     Some(owner) => {
                         let aid = param_arena[owner].ok_or_else(|| {
-                            Error::Net(format!("shared parameter of layer '{name}' has no owner yet"))
+                            Error::Net(format!(
+                                "shared parameter of layer '{name}' has no owner yet"
+                            ))
                         })?;
                         let o = &blobs[aid];
                         let ok = match info.share_mode {
@@ -164,12 +171,16 @@ impl Net {
             }
             {
                 let mut io = Io::new(&mut blobs, &ls.bottom_ids, &ls.top_ids, &ids);
-                layer.reshape(&mut cx, &mut io).map_err(wrap)?;
+                if let Err(e) = layer.reshape(&mut cx, &mut io) {
+                    // Name where each bottom came from, so a shape mismatch
+                    // points at both layers.
+                    let from = Self::describe_bottoms(&spec, li, &blobs);
+                    return Err(wrap(e).with_context(&from));
+                }
             }
             Self::set_loss_weights(&*be, &mut blobs, &ls.top_ids, &ls.loss_weights);
             layers.push(layer);
             layer_params.push(ids);
-            let _ = li;
         }
         let learnable = spec
             .learnable_params
@@ -184,6 +195,29 @@ impl Net {
             learnable,
             cx,
         })
+    }
+
+    /// "bottom 'x' (shape 64 20 (1280)) from layer 'conv1' (Convolution); ..."
+    fn describe_bottoms(spec: &NetSpec, li: usize, blobs: &[Blob]) -> String {
+        let ls = &spec.layers[li];
+        let parts: Vec<String> = ls
+            .bottom_ids
+            .iter()
+            .map(|&b| {
+                let producer = spec.layers[..li]
+                    .iter()
+                    .rev()
+                    .find(|l| l.top_ids.contains(&b))
+                    .map(|l| format!("layer '{}' ({})", l.name(), l.type_name()))
+                    .unwrap_or_else(|| "net input".to_string());
+                format!(
+                    "bottom '{}' of shape {} from {producer}",
+                    spec.blob_names[b],
+                    blobs[b].shape_string()
+                )
+            })
+            .collect();
+        parts.join("; ")
     }
 
     /// A top with a loss weight carries that weight in its diff (Caffe's
@@ -215,10 +249,18 @@ impl Net {
         self.layers.len()
     }
     pub fn layer_names(&self) -> Vec<String> {
-        self.spec.layers.iter().map(|l| l.name().to_string()).collect()
+        self.spec
+            .layers
+            .iter()
+            .map(|l| l.name().to_string())
+            .collect()
     }
     pub fn layer_types(&self) -> Vec<String> {
-        self.spec.layers.iter().map(|l| l.type_name().to_string()).collect()
+        self.spec
+            .layers
+            .iter()
+            .map(|l| l.type_name().to_string())
+            .collect()
     }
 
     /// Reshape and run layer `i` forward; returns its weighted loss.
@@ -227,7 +269,12 @@ impl Net {
         let layer = &mut self.layers[i];
         let wrap = |e: Error| e.in_layer(ls.name(), ls.type_name());
         self.cx.phase = ls.param.phase();
-        let mut io = Io::new(&mut self.blobs, &ls.bottom_ids, &ls.top_ids, &self.layer_params[i]);
+        let mut io = Io::new(
+            &mut self.blobs,
+            &ls.bottom_ids,
+            &ls.top_ids,
+            &self.layer_params[i],
+        );
         layer.reshape(&mut self.cx, &mut io).map_err(wrap)?;
         layer.forward(&mut self.cx, &mut io).map_err(wrap)?;
         let mut loss = 0.0;
@@ -249,8 +296,13 @@ impl Net {
         let layer = &mut self.layers[i];
         let wrap = |e: Error| e.in_layer(ls.name(), ls.type_name());
         self.cx.phase = ls.param.phase();
-        let mut io = Io::new(&mut self.blobs, &ls.bottom_ids, &ls.top_ids, &self.layer_params[i])
-            .with_param_propagate_down(&ls.param_propagate_down);
+        let mut io = Io::new(
+            &mut self.blobs,
+            &ls.bottom_ids,
+            &ls.top_ids,
+            &self.layer_params[i],
+        )
+        .with_param_propagate_down(&ls.param_propagate_down);
         layer
             .backward(&mut self.cx, &mut io, &ls.bottom_need_backward)
             .map_err(wrap)
@@ -306,12 +358,19 @@ impl Net {
     /// Display name of learnable param `i` (`layer` + param name or index).
     pub fn learnable_name(&self, i: usize) -> String {
         let info = &self.spec.params[self.spec.learnable_params[i]];
-        format!("{} {}", self.spec.layers[info.layer_id].name(), info.display_name)
+        format!(
+            "{} {}",
+            self.spec.layers[info.layer_id].name(),
+            info.display_name
+        )
     }
 
     /// The parameter blobs of layer `i`.
     pub fn layer_params(&self, i: usize) -> Vec<&Blob> {
-        self.layer_params[i].iter().map(|&id| &self.blobs[id]).collect()
+        self.layer_params[i]
+            .iter()
+            .map(|&id| &self.blobs[id])
+            .collect()
     }
     pub fn layer_param_mut(&mut self, i: usize, j: usize) -> &mut Blob {
         let id = self.layer_params[i][j];

@@ -595,9 +595,10 @@ fn setup_edits(lp: &mut LayerParameter, n_param_blobs: usize) -> Result<()> {
     if lp.r#type() == "BatchNorm" {
         for i in 0..n_param_blobs {
             if lp.param.len() == i {
-                let mut spec = ParamSpec::default();
-                spec.lr_mult = Some(0.0);
-                lp.param.push(spec);
+                lp.param.push(ParamSpec {
+                    lr_mult: Some(0.0),
+                    ..Default::default()
+                });
             } else if lp.param.get(i).is_some_and(|p| p.lr_mult() != 0.0) {
                 return Err(Error::Net(format!(
                     "Layer '{}': Cannot configure batch normalization statistics as layer parameters \

@@ -56,7 +56,7 @@ pub fn parse_text<M: prost::Message + Default>(
         });
     }
     let dynamic = DynamicMessage::parse_text_format(desc, text).map_err(|e| {
-        let (offset, msg) = describe(&e, text.len());
+        let (offset, msg) = describe(&e, text);
         let (line, col) = line_col(text, offset);
         Error::Parse {
             path: path.to_string(),
@@ -65,6 +65,15 @@ pub fn parse_text<M: prost::Message + Default>(
             msg,
         }
     })?;
+    if let Some((field, number)) = unknown_enum_number(&dynamic) {
+        let (line, col) = line_col(text, enum_number_position(text, &field, number));
+        return Err(Error::Parse {
+            path: path.to_string(),
+            line,
+            col,
+            msg: format!("Unknown enumeration value of \"{number}\" for field \"{field}\"."),
+        });
+    }
     let bytes = prost::Message::encode_to_vec(&dynamic);
     M::decode(bytes.as_slice()).map_err(|e| Error::format(path, format!("as {full_name}: {e}")))
 }
@@ -89,6 +98,72 @@ pub fn read_net_text(path: &Path) -> Result<NetParameter> {
 /// Read a solver prototxt as written (no upgrade).
 pub fn read_solver_text(path: &Path) -> Result<SolverParameter> {
     parse_solver_text(&read(path)?, &path.display().to_string())
+}
+
+/// caffe.proto's enums are proto2 (closed): C++ rejects a number that names
+/// no value, prost-reflect keeps it. Returns the first such field and number.
+fn unknown_enum_number(msg: &DynamicMessage) -> Option<(String, i32)> {
+    for (field, value) in msg.fields() {
+        let values: &[Value] = match value {
+            Value::List(list) => list,
+            one => std::slice::from_ref(one),
+        };
+        for v in values {
+            match v {
+                Value::EnumNumber(n) => {
+                    let known = field
+                        .kind()
+                        .as_enum()
+                        .is_some_and(|e| e.get_value(*n).is_some());
+                    if !known {
+                        return Some((field.name().to_string(), *n));
+                    }
+                }
+                Value::Message(m) => {
+                    if let Some(bad) = unknown_enum_number(m) {
+                        return Some(bad);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    None
+}
+
+/// Where C++ reports an unknown enum number (the token after it), found by
+/// looking for `field: number` in the text; the start of the text if the
+/// value was written some other way (e.g. list syntax).
+fn enum_number_position(text: &str, field: &str, number: i32) -> usize {
+    let b = text.as_bytes();
+    let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+    for (at, _) in text.match_indices(field) {
+        if at > 0 && ident(b[at - 1]) {
+            continue;
+        }
+        let colon = next_token(text, at + field.len());
+        if b.get(colon) != Some(&b':') {
+            continue;
+        }
+        let mut i = next_token(text, colon + 1);
+        let negative = b.get(i) == Some(&b'-');
+        if negative {
+            i = next_token(text, i + 1);
+        }
+        let end = (i..b.len()).find(|&j| !ident(b[j])).unwrap_or(b.len());
+        let digits = text.get(i..end).unwrap_or("");
+        let parsed = if let Some(hex) = digits.strip_prefix("0x").or(digits.strip_prefix("0X")) {
+            i64::from_str_radix(hex, 16)
+        } else if digits.len() > 1 && digits.starts_with('0') {
+            i64::from_str_radix(&digits[1..], 8)
+        } else {
+            digits.parse()
+        };
+        if parsed.map(|v| if negative { -v } else { v }) == Ok(i64::from(number)) {
+            return next_token(text, end);
+        }
+    }
+    0
 }
 
 /// Byte offset of the first `{`/`<` nested deeper than `MAX_DEPTH`, skipping
@@ -148,25 +223,29 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line + 1, col + 1)
 }
 
-/// The error's byte offset and a message in protobuf C++ wording where we can.
+/// The error's byte offset and a message, both as protobuf C++ reports them
+/// where we can tell.
 ///
 /// prost-reflect keeps the error kind and its span private (they are public
 /// only with the `miette` feature), so both are read from the derived `Debug`
 /// text: `ParseError { kind: Variant { ..., span: A..B } }`. `span` is the
 /// last field of every variant that has one, so the last `span: ` is it even
 /// when an earlier (escaped) string field contains that text.
-fn describe(e: &prost_reflect::text_format::ParseError, len: usize) -> (usize, String) {
+fn describe(e: &prost_reflect::text_format::ParseError, text: &str) -> (usize, String) {
     let dbg = format!("{e:?}");
-    let offset = dbg
-        .rfind("span: ")
-        .and_then(|i| {
-            let digits: String = dbg[i + 6..]
-                .chars()
-                .take_while(char::is_ascii_digit)
-                .collect();
+    let span = dbg.rfind("span: ").and_then(|i| {
+        let rest = &dbg[i + 6..];
+        let num = |s: &str| -> Option<usize> {
+            let digits: String = s.chars().take_while(char::is_ascii_digit).collect();
             digits.parse().ok()
-        })
-        .unwrap_or(len);
+        };
+        let start = num(rest)?;
+        let end = num(rest.split_once("..")?.1)?;
+        // Spans are byte offsets from the lexer; clamp anyway, never panic.
+        let end = end.clamp(start.min(text.len()), text.len());
+        Some((start.min(text.len()), end))
+    });
+    let (start, end) = span.unwrap_or((text.len(), text.len()));
     let variant = dbg
         .split("kind: ")
         .nth(1)
@@ -182,21 +261,76 @@ fn describe(e: &prost_reflect::text_format::ParseError, len: usize) -> (usize, S
             .unwrap_or("")
             .to_string()
     };
-    let msg = match variant {
-        "FieldNotFound" => format!(
-            "Message type \"{}\" has no field named \"{}\".",
-            field("message_name"),
-            field("field_name")
+    match variant {
+        // C++ reports at the field name.
+        "FieldNotFound" => (
+            start,
+            format!(
+                "Message type \"{}\" has no field named \"{}\".",
+                field("message_name"),
+                field("field_name")
+            ),
         ),
-        "FieldAlreadySet" => format!(
-            "Non-repeated field \"{}\" is specified multiple times.",
-            field("field_name")
-        ),
-        "EnumValueNotFound" => format!(
-            "Unknown enumeration value of \"{}\" for enum \"{}\".",
-            field("value_name"),
-            field("enum_name")
-        ),
+        // C++ checks before reading the value, so it reports at the token
+        // after the name (`:` or `{`); prost-reflect spans the value.
+        "FieldAlreadySet" => {
+            let at = match prev_non_space(text, start) {
+                Some(i) if text.as_bytes()[i] == b':' => i,
+                _ => start,
+            };
+            (
+                at,
+                format!(
+                    "Non-repeated field \"{}\" is specified multiple times.",
+                    field("field_name")
+                ),
+            )
+        }
+        // C++ reports after consuming the bad name, i.e. at the next token.
+        "EnumValueNotFound" => {
+            let msg = match field_name_before(text, start) {
+                Some(f) => format!(
+                    "Unknown enumeration value of \"{}\" for field \"{f}\".",
+                    field("value_name")
+                ),
+                None => format!(
+                    "Unknown enumeration value of \"{}\" for enum \"{}\".",
+                    field("value_name"),
+                    field("enum_name")
+                ),
+            };
+            (next_token(text, end), msg)
+        }
+        // C++ reports at the digits, after any minus sign.
+        "IntegerValueOutOfRange" => {
+            let digits = if text.as_bytes().get(start) == Some(&b'-') {
+                next_token(text, start + 1)
+            } else {
+                start
+            };
+            (
+                digits,
+                format!(
+                    "Integer out of range ({}).",
+                    text.get(digits..end).unwrap_or("")
+                ),
+            )
+        }
+        // C++ names the token as written: `Expected ":", found "3".`
+        "UnexpectedToken" => {
+            let expected = e
+                .to_string()
+                .strip_prefix("expected ")
+                .and_then(|s| s.rsplit_once(", but found ").map(|(x, _)| x.to_string()))
+                .unwrap_or_default();
+            (
+                start,
+                format!(
+                    "Expected {expected}, found \"{}\".",
+                    text.get(start..end).unwrap_or("")
+                ),
+            )
+        }
         _ => {
             let mut s = e.to_string();
             if let Some(first) = s.get(..1) {
@@ -204,10 +338,50 @@ fn describe(e: &prost_reflect::text_format::ParseError, len: usize) -> (usize, S
                 s.replace_range(..1, &upper);
             }
             s.push('.');
-            s
+            (start, s)
         }
-    };
-    (offset, msg)
+    }
+}
+
+fn is_space(c: u8) -> bool {
+    matches!(c, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)
+}
+
+/// Start of the next token at or after `from`: skips whitespace and `#`
+/// comments; the end of the text if there is none.
+fn next_token(text: &str, from: usize) -> usize {
+    let b = text.as_bytes();
+    let mut i = from.min(b.len());
+    while i < b.len() {
+        if is_space(b[i]) {
+            i += 1;
+        } else if b[i] == b'#' {
+            while i < b.len() && b[i] != b'\n' {
+                i += 1;
+            }
+        } else {
+            break;
+        }
+    }
+    i
+}
+
+/// Index of the last non-whitespace byte before `before`.
+fn prev_non_space(text: &str, before: usize) -> Option<usize> {
+    let b = text.as_bytes();
+    (0..before.min(b.len())).rev().find(|&i| !is_space(b[i]))
+}
+
+/// The field name in `name: VALUE` given VALUE's offset (for messages).
+fn field_name_before(text: &str, value: usize) -> Option<&str> {
+    let b = text.as_bytes();
+    let colon = prev_non_space(text, value).filter(|&i| b[i] == b':')?;
+    let end = prev_non_space(text, colon)? + 1;
+    let start = (0..end)
+        .rev()
+        .take_while(|&i| b[i].is_ascii_alphanumeric() || b[i] == b'_')
+        .last()?;
+    text.get(start..end)
 }
 
 /// Print `msg` (of type `full_name`) exactly as protobuf C++

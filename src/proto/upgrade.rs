@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use crate::error::{Error, Result};
+pub use crate::log::Severity;
 use crate::proto::caffe::{
     param_spec, pooling_parameter, solver_parameter, v0_layer_parameter, v1_layer_parameter,
     BlobShape, InputParameter, LayerParameter, NetParameter, SolverParameter, V0LayerParameter,
@@ -21,19 +22,20 @@ use crate::proto::{binary, text};
 
 use v1_layer_parameter::LayerType as V1;
 
-/// Severity of an upgrade message, as Caffe logs it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Severity {
-    Info,
-    Warning,
-    Error,
-}
-
-/// One of Caffe's upgrade log messages.
+/// One of Caffe's upgrade log messages, with the `file:line` Caffe logs it
+/// from (for glog-style output through `crate::log`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Note {
     pub severity: Severity,
+    pub site: &'static str,
     pub text: String,
+}
+
+impl Note {
+    /// Log it through `crate::log` (glog format, stderr by default).
+    pub fn log(&self) {
+        crate::log::log(self.severity, self.site, &self.text);
+    }
 }
 
 /// What an upgrade did: Caffe's messages, and whether every field found a
@@ -51,18 +53,19 @@ impl Report {
             success: true,
         }
     }
-    fn info(&mut self, text: impl Into<String>) {
-        self.push(Severity::Info, text);
+    fn info(&mut self, site: &'static str, text: impl Into<String>) {
+        self.push(Severity::Info, site, text);
     }
-    fn warn(&mut self, text: impl Into<String>) {
-        self.push(Severity::Warning, text);
+    fn warn(&mut self, site: &'static str, text: impl Into<String>) {
+        self.push(Severity::Warning, site, text);
     }
-    fn error(&mut self, text: impl Into<String>) {
-        self.push(Severity::Error, text);
+    fn error(&mut self, site: &'static str, text: impl Into<String>) {
+        self.push(Severity::Error, site, text);
     }
-    fn push(&mut self, severity: Severity, text: impl Into<String>) {
+    fn push(&mut self, severity: Severity, site: &'static str, text: impl Into<String>) {
         self.notes.push(Note {
             severity,
+            site,
             text: text.into(),
         });
     }
@@ -70,6 +73,37 @@ impl Report {
     pub fn texts(&self) -> Vec<String> {
         self.notes.iter().map(|n| n.text.clone()).collect()
     }
+    /// Log every message through `crate::log`.
+    pub fn log(&self) {
+        self.notes.iter().for_each(Note::log);
+    }
+}
+
+/// Where Caffe logs each upgrade message from (`upgrade_proto.cpp` of BVLC
+/// master; the line numbers are approximate, as nothing parses them).
+mod site {
+    pub const V0_ATTEMPT: &str = "upgrade_proto.cpp:28";
+    pub const V0_PROBLEMS: &str = "upgrade_proto.cpp:33";
+    pub const V0_SUCCESS: &str = "upgrade_proto.cpp:36";
+    pub const V0_NOTE: &str = "upgrade_proto.cpp:39";
+    pub const DATA_ATTEMPT: &str = "upgrade_proto.cpp:46";
+    pub const DATA_SUCCESS: &str = "upgrade_proto.cpp:49";
+    pub const DATA_NOTE: &str = "upgrade_proto.cpp:51";
+    pub const V1_ATTEMPT: &str = "upgrade_proto.cpp:55";
+    pub const V1_PROBLEMS: &str = "upgrade_proto.cpp:60";
+    pub const V1_SUCCESS: &str = "upgrade_proto.cpp:63";
+    pub const INPUT_ATTEMPT: &str = "upgrade_proto.cpp:69";
+    pub const INPUT_SUCCESS: &str = "upgrade_proto.cpp:72";
+    pub const INPUT_NOTE: &str = "upgrade_proto.cpp:74";
+    pub const BN_ATTEMPT: &str = "upgrade_proto.cpp:79";
+    pub const BN_SUCCESS: &str = "upgrade_proto.cpp:82";
+    pub const V0_LAYER: &str = "upgrade_proto.cpp:219";
+    pub const V1_LAYER_FAILED: &str = "upgrade_proto.cpp:591";
+    pub const V1_LAYER: &str = "upgrade_proto.cpp:584";
+    pub const SOLVER_ATTEMPT: &str = "upgrade_proto.cpp:1116";
+    pub const SOLVER_SUCCESS: &str = "upgrade_proto.cpp:1123";
+    pub const SOLVER_NOTE: &str = "upgrade_proto.cpp:1125";
+    pub const SNAPSHOT_PREFIX: &str = "upgrade_proto.cpp:1147";
 }
 
 fn fatal(source: &str, msg: impl Into<String>) -> Error {
@@ -97,20 +131,28 @@ pub fn upgrade_net_as_needed(net: &mut NetParameter, source: &str) -> Result<Vec
 pub fn upgrade_net(net: &mut NetParameter, source: &str) -> Result<Report> {
     let mut r = Report::new();
     if net_needs_v0_to_v1_upgrade(net) {
-        r.info(format!(
+        r.info(
+            site::V0_ATTEMPT,
+            format!(
             "Attempting to upgrade input file specified using deprecated V0LayerParameter: {source}"
-        ));
+        ),
+        );
         let original = std::mem::take(net);
         if !upgrade_v0_net(&original, net, source, &mut r)? {
             r.success = false;
             r.error(
+                site::V0_PROBLEMS,
                 "Warning: had one or more problems upgrading V0NetParameter to NetParameter \
                  (see above); continuing anyway.",
             );
         } else {
-            r.info("Successfully upgraded file specified using deprecated V0LayerParameter");
+            r.info(
+                site::V0_SUCCESS,
+                "Successfully upgraded file specified using deprecated V0LayerParameter",
+            );
         }
         r.warn(
+            site::V0_NOTE,
             "Note that future Caffe releases will not support V0NetParameter; use \
              ./build/tools/upgrade_net_proto_text for prototxt and \
              ./build/tools/upgrade_net_proto_binary for model weights upgrade this and any \
@@ -118,51 +160,74 @@ pub fn upgrade_net(net: &mut NetParameter, source: &str) -> Result<Report> {
         );
     }
     if net_needs_data_upgrade(net) {
-        r.info(format!(
-            "Attempting to upgrade input file specified using deprecated transformation \
+        r.info(
+            site::DATA_ATTEMPT,
+            format!(
+                "Attempting to upgrade input file specified using deprecated transformation \
              parameters: {source}"
-        ));
+            ),
+        );
         upgrade_net_data_transformation(net);
         r.info(
+            site::DATA_SUCCESS,
             "Successfully upgraded file specified using deprecated data transformation \
              parameters.",
         );
         r.warn(
+            site::DATA_NOTE,
             "Note that future Caffe releases will only support transform_param messages for \
              transformation fields.",
         );
     }
     if net_needs_v1_to_v2_upgrade(net) {
-        r.info(format!(
+        r.info(
+            site::V1_ATTEMPT,
+            format!(
             "Attempting to upgrade input file specified using deprecated V1LayerParameter: {source}"
-        ));
+        ),
+        );
         let original = std::mem::take(net);
         if !upgrade_v1_net(&original, net, source, &mut r)? {
             r.success = false;
             r.error(
+                site::V1_PROBLEMS,
                 "Warning: had one or more problems upgrading V1LayerParameter (see above); \
                  continuing anyway.",
             );
         } else {
-            r.info("Successfully upgraded file specified using deprecated V1LayerParameter");
+            r.info(
+                site::V1_SUCCESS,
+                "Successfully upgraded file specified using deprecated V1LayerParameter",
+            );
         }
     }
     if net_needs_input_upgrade(net) {
-        r.info(format!(
+        r.info(
+            site::INPUT_ATTEMPT,
+            format!(
             "Attempting to upgrade input file specified using deprecated input fields: {source}"
-        ));
+        ),
+        );
         upgrade_net_input(net, source)?;
-        r.info("Successfully upgraded file specified using deprecated input fields.");
+        r.info(
+            site::INPUT_SUCCESS,
+            "Successfully upgraded file specified using deprecated input fields.",
+        );
         r.warn(
+            site::INPUT_NOTE,
             "Note that future Caffe releases will only support input layers and not input fields.",
         );
     }
     if net_needs_batch_norm_upgrade(net) {
-        r.info(format!(
-            "Attempting to upgrade batch norm layers using deprecated params: {source}"
-        ));
+        r.info(
+            site::BN_ATTEMPT,
+            format!("Attempting to upgrade batch norm layers using deprecated params: {source}"),
+        );
         upgrade_net_batch_norm(net);
-        r.info("Successfully upgraded batch norm layers using deprecated params.");
+        r.info(
+            site::BN_SUCCESS,
+            "Successfully upgraded batch norm layers using deprecated params.",
+        );
     }
     Ok(r)
 }
@@ -318,7 +383,10 @@ fn upgrade_v0_fields(
 ) -> bool {
     let mut ok = true;
     let mut unknown = |field: &str, r: &mut Report| {
-        r.error(format!("Unknown parameter {field} for layer type {ty}"));
+        r.error(
+            site::V0_LAYER,
+            format!("Unknown parameter {field} for layer type {ty}"),
+        );
         ok = false;
     };
     macro_rules! sub {
@@ -392,7 +460,7 @@ fn upgrade_v0_fields(
                 Ok(P0::Stochastic) => sub!(pooling_param).pool = Some(P::Stochastic as i32),
                 Err(_) => {
                     // Caffe's own message, not "Unknown parameter".
-                    r.error(format!("Unknown pool method {v}"));
+                    r.error(site::V0_LAYER, format!("Unknown pool method {v}"));
                     pool_ok = false;
                 }
             }
@@ -645,7 +713,10 @@ pub fn upgrade_v1_net(
     for (i, l) in v1.layers.iter().enumerate() {
         let mut out = LayerParameter::default();
         if !upgrade_v1_layer_parameter(l, &mut out, source, r)? {
-            r.error(format!("Upgrade of input layer {i} failed."));
+            r.error(
+                site::V1_LAYER_FAILED,
+                format!("Upgrade of input layer {i} failed."),
+            );
             ok = false;
         }
         net.layer.push(out);
@@ -735,7 +806,10 @@ pub fn upgrade_v1_layer_parameter(
         loss_param
     );
     if v1.layer.is_some() {
-        r.error("Input NetParameter has V0 layer -- ignoring.");
+        r.error(
+            site::V1_LAYER,
+            "Input NetParameter has V0 layer -- ignoring.",
+        );
         ok = false;
     }
     Ok(ok)
@@ -892,16 +966,20 @@ pub fn upgrade_solver(solver: &mut SolverParameter, source: &str) -> Result<Repo
     if !solver_needs_type_upgrade(solver) {
         return Ok(r);
     }
-    r.info(format!(
-        "Attempting to upgrade input file specified using deprecated 'solver_type' field \
+    r.info(
+        site::SOLVER_ATTEMPT,
+        format!(
+            "Attempting to upgrade input file specified using deprecated 'solver_type' field \
          (enum)': {source}"
-    ));
+        ),
+    );
     upgrade_solver_type(solver, source)?;
     r.info(
+        site::SOLVER_SUCCESS,
         "Successfully upgraded file specified using deprecated 'solver_type' field (enum) to \
          'type' field (string).",
     );
-    r.warn("Note that future Caffe releases will only support 'type' field (string) for a solver's type.");
+    r.warn(site::SOLVER_NOTE, "Note that future Caffe releases will only support 'type' field (string) for a solver's type.");
     Ok(r)
 }
 
@@ -966,39 +1044,33 @@ pub fn upgrade_snapshot_prefix(solver: &mut SolverParameter, solver_file: &Path)
 
 // ------------------------------------------------------------ loaders ----
 
-fn print_notes(notes: &[Note]) {
-    for n in notes {
-        eprintln!("{}", n.text);
-    }
-}
-
 /// Read a net prototxt and upgrade it (Caffe's
-/// `ReadNetParamsFromTextFileOrDie`); upgrade messages go to stderr.
+/// `ReadNetParamsFromTextFileOrDie`); upgrade messages are logged (`crate::log`).
 pub fn load_net_text(path: &Path) -> Result<NetParameter> {
     let mut net = text::read_net_text(path)?;
     let r = upgrade_net(&mut net, &path.display().to_string())?;
-    print_notes(&r.notes);
+    r.log();
     Ok(net)
 }
 
 /// Read a `.caffemodel` and upgrade it (Caffe's
-/// `ReadNetParamsFromBinaryFileOrDie`); upgrade messages go to stderr.
+/// `ReadNetParamsFromBinaryFileOrDie`); upgrade messages are logged (`crate::log`).
 pub fn load_net_binary(path: &Path) -> Result<NetParameter> {
     let mut net = binary::read_net_binary(path)?;
     let r = upgrade_net(&mut net, &path.display().to_string())?;
-    print_notes(&r.notes);
+    r.log();
     Ok(net)
 }
 
 /// Read a solver prototxt as `caffe train` does (Caffe's
 /// `ReadSolverParamsFromTextFileOrDie`): upgrade `solver_type`, then fix up
-/// `snapshot_prefix`. Messages go to stderr.
+/// `snapshot_prefix`. Messages are logged (`crate::log`).
 pub fn load_solver(path: &Path) -> Result<SolverParameter> {
     let mut solver = text::read_solver_text(path)?;
     let r = upgrade_solver(&mut solver, &path.display().to_string())?;
-    print_notes(&r.notes);
+    r.log();
     if let Some(msg) = upgrade_snapshot_prefix(&mut solver, path) {
-        eprintln!("{msg}");
+        crate::log::info(site::SNAPSHOT_PREFIX, &msg);
     }
     Ok(solver)
 }

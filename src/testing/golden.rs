@@ -47,9 +47,15 @@ pub fn tolerance_for(layer_type: &str) -> Tolerance {
         "Embed",
     ];
     if GEMM.contains(&layer_type) || layer_type.ends_with("Loss") {
-        Tolerance { atol: 1e-5, rtol: 1e-4 }
+        Tolerance {
+            atol: 1e-5,
+            rtol: 1e-4,
+        }
     } else {
-        Tolerance { atol: 1e-6, rtol: 1e-5 }
+        Tolerance {
+            atol: 1e-6,
+            rtol: 1e-5,
+        }
     }
 }
 
@@ -124,7 +130,8 @@ pub fn compare(what: &str, got: &[f32], want: &[f32], tol: Tolerance) -> Compari
 }
 
 fn case_json(dir: &Path) -> Result<serde_json::Value, String> {
-    let text = std::fs::read_to_string(dir.join("case.json")).map_err(|e| format!("case.json: {e}"))?;
+    let text =
+        std::fs::read_to_string(dir.join("case.json")).map_err(|e| format!("case.json: {e}"))?;
     serde_json::from_str(&text).map_err(|e| format!("case.json: {e}"))
 }
 
@@ -147,13 +154,16 @@ pub fn run_case_on(case: &str, be: Arc<dyn Backend>) -> Result<CaseReport, Strin
     };
     let forward_only = meta["forward_only"].as_bool().unwrap_or(false);
     let net_path = dir.join("net.prototxt");
-    let text = std::fs::read_to_string(&net_path).map_err(|e| format!("{}: {e}", net_path.display()))?;
-    let param = parse_net_text(&text, &net_path.display().to_string()).map_err(|e| e.to_string())?;
+    let text =
+        std::fs::read_to_string(&net_path).map_err(|e| format!("{}: {e}", net_path.display()))?;
+    let param =
+        parse_net_text(&text, &net_path.display().to_string()).map_err(|e| e.to_string())?;
     let mut net = Net::new(&param, &NetOptions::new(phase), be).map_err(|e| e.to_string())?;
     let params_file = dir.join("params.caffemodel");
     if params_file.exists() {
         let weights = read_net_binary(&params_file).map_err(|e| e.to_string())?;
-        net.copy_trained_layers_from(&weights).map_err(|e| e.to_string())?;
+        net.copy_trained_layers_from(&weights)
+            .map_err(|e| e.to_string())?;
     }
     let li = net
         .spec()
@@ -167,10 +177,12 @@ pub fn run_case_on(case: &str, be: Arc<dyn Backend>) -> Result<CaseReport, Strin
         .ok_or_else(|| format!("net.prototxt has no layer '{layer_name}'"))?;
     let bottom_names = orig.bottom.clone();
     let top_names = orig.top.clone();
-    let bottoms = read_blob_proto_vector(&dir.join("bottoms.binaryproto")).map_err(|e| e.to_string())?;
+    let bottoms =
+        read_blob_proto_vector(&dir.join("bottoms.binaryproto")).map_err(|e| e.to_string())?;
     if bottoms.blobs.len() == bottom_names.len() {
         for (name, bp) in bottom_names.iter().zip(&bottoms.blobs) {
-            net.set_input(name, &proto_values(bp)).map_err(|e| e.to_string())?;
+            net.set_input(name, &proto_values(bp))
+                .map_err(|e| e.to_string())?;
         }
     } else if !bottoms.blobs.is_empty() {
         return Err(format!(
@@ -186,10 +198,15 @@ pub fn run_case_on(case: &str, be: Arc<dyn Backend>) -> Result<CaseReport, Strin
     net.forward().map_err(|e| e.to_string())?;
     let tops = read_blob_proto_vector(&dir.join("tops.binaryproto")).map_err(|e| e.to_string())?;
     for (name, want) in top_names.iter().zip(&tops.blobs) {
-        let got = net.blob_by_name(name).ok_or_else(|| format!("no top '{name}'"))?;
-        report
-            .comparisons
-            .push(compare(&format!("top {name}"), &got.data_vec(), &proto_values(want), tol));
+        let got = net
+            .blob_by_name(name)
+            .ok_or_else(|| format!("no top '{name}'"))?;
+        report.comparisons.push(compare(
+            &format!("top {name}"),
+            &got.data_vec(),
+            &proto_values(want),
+            tol,
+        ));
     }
     let after_fwd = dir.join("params_after_forward.caffemodel");
     if after_fwd.exists() {
@@ -197,9 +214,12 @@ pub fn run_case_on(case: &str, be: Arc<dyn Backend>) -> Result<CaseReport, Strin
         if let Some(l) = want.layer.iter().find(|l| l.name() == layer_name) {
             for (j, bp) in l.blobs.iter().enumerate() {
                 let got = net.layer_params(li)[j].data_vec();
-                report
-                    .comparisons
-                    .push(compare(&format!("param {j} after forward"), &got, &proto_values(bp), tol));
+                report.comparisons.push(compare(
+                    &format!("param {j} after forward"),
+                    &got,
+                    &proto_values(bp),
+                    tol,
+                ));
             }
         }
     }
@@ -212,21 +232,31 @@ pub fn run_case_on(case: &str, be: Arc<dyn Backend>) -> Result<CaseReport, Strin
         let n = b.count();
         b.set_diff(&vec![0.0; n]).map_err(|e| e.to_string())?;
     }
-    let top_diffs = read_blob_proto_vector(&dir.join("top_diffs.binaryproto")).map_err(|e| e.to_string())?;
+    let top_diffs =
+        read_blob_proto_vector(&dir.join("top_diffs.binaryproto")).map_err(|e| e.to_string())?;
     for (name, d) in top_names.iter().zip(&top_diffs.blobs) {
-        let b = net.blob_by_name_mut(name).ok_or_else(|| format!("no top '{name}'"))?;
-        b.set_diff(&proto_values(d)).map_err(|e| format!("top diff {name}: {e}"))?;
+        let b = net
+            .blob_by_name_mut(name)
+            .ok_or_else(|| format!("no top '{name}'"))?;
+        b.set_diff(&proto_values(d))
+            .map_err(|e| format!("top diff {name}: {e}"))?;
     }
     net.backward().map_err(|e| e.to_string())?;
     let listed: Vec<String> = meta["bottom_diffs"]
         .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default();
     let bd_file = dir.join("bottom_diffs.binaryproto");
     if !listed.is_empty() && bd_file.exists() {
         let bd = read_blob_proto_vector(&bd_file).map_err(|e| e.to_string())?;
         for (name, want) in listed.iter().zip(&bd.blobs) {
-            let got = net.blob_by_name(name).ok_or_else(|| format!("no bottom '{name}'"))?;
+            let got = net
+                .blob_by_name(name)
+                .ok_or_else(|| format!("no bottom '{name}'"))?;
             report.comparisons.push(compare(
                 &format!("bottom diff {name}"),
                 &got.diff_vec(),
@@ -240,7 +270,9 @@ pub fn run_case_on(case: &str, be: Arc<dyn Backend>) -> Result<CaseReport, Strin
         let pd = read_blob_proto_vector(&pd_file).map_err(|e| e.to_string())?;
         let params = net.layer_params(li);
         for (j, want) in pd.blobs.iter().enumerate() {
-            let got = params.get(j).ok_or_else(|| format!("layer has no param {j}"))?;
+            let got = params
+                .get(j)
+                .ok_or_else(|| format!("layer has no param {j}"))?;
             report.comparisons.push(compare(
                 &format!("param {j} diff"),
                 &got.diff_vec(),

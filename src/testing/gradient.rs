@@ -10,12 +10,54 @@
 //! In-place layers are supported: the checker keeps the original bottom
 //! values and restores them before every forward, so a forward that
 //! overwrites its bottom does not corrupt the next evaluation.
+use std::sync::Arc;
+
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, Normal};
 
+use crate::backend::cpu::CpuBackend;
 use crate::error::{Error, Result};
-use crate::layers::{Ctx, Io, Layer};
+use crate::layers::{create_layer, Ctx, Io, Layer};
+use crate::proto::caffe::{LayerParameter, Phase};
+use crate::proto::text::parse_text;
 use crate::tensor::Blob;
+
+/// A CPU context in `phase` with the checker's default seed.
+pub fn cpu_ctx(phase: Phase) -> Ctx {
+    Ctx::new(Arc::new(CpuBackend::new()), phase, 1701)
+}
+
+/// A host blob of N(0, std²) values (Caffe's tests fill bottoms this way).
+pub fn gaussian_blob(shape: &[usize], std: f32, seed: u64) -> Blob {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let d = Normal::new(0.0f32, std).expect("std must be positive");
+    let n = shape.iter().product();
+    Blob::from_host(shape, (0..n).map(|_| d.sample(&mut rng)).collect())
+}
+
+/// A layer from the text of one `LayerParameter` (`type: "ReLU" relu_param { ... }`),
+/// through the registry.
+pub fn layer_from_text(text: &str) -> Result<Box<dyn Layer>> {
+    let lp: LayerParameter = parse_text(text, "<test layer>", "caffe.LayerParameter")?;
+    create_layer(&lp)
+}
+
+/// Setup, reshape and one forward of `layer` over `arena` (params, if any,
+/// are stored at `params`).
+pub fn run_forward(
+    layer: &mut dyn Layer,
+    cx: &mut Ctx,
+    arena: &mut Vec<Blob>,
+    bottoms: &[usize],
+    tops: &[usize],
+    params: &[usize],
+) -> Result<()> {
+    GradientChecker::setup(layer, cx, arena, bottoms, tops, params)?;
+    let mut io = Io::new(arena, bottoms, tops, params);
+    layer.reshape(cx, &mut io)?;
+    layer.forward(cx, &mut io)
+}
 
 /// Caffe's GradientChecker settings (stepsize 1e-2, threshold 1e-3 style).
 #[derive(Debug, Clone)]
@@ -394,12 +436,8 @@ fn report(layer: &dyn Layer, bad: Vec<Mismatch>) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
-    use crate::backend::cpu::CpuBackend;
     use crate::layers::Arity;
-    use crate::proto::caffe::Phase;
 
     /// `y = a·x² + b·x` element-wise with learnable scalars a, b (host loops
     /// are fine in a test oracle). `wrong` breaks the bottom gradient.
@@ -464,7 +502,7 @@ mod tests {
     }
 
     fn cx() -> Ctx {
-        Ctx::new(Arc::new(CpuBackend::new()), Phase::Train, 1)
+        cpu_ctx(Phase::Train)
     }
 
     fn arena() -> Vec<Blob> {

@@ -1,6 +1,7 @@
 //! The CPU backend: GEMM through the `gemm` crate, rayon across batch items
 //! and channels, plain loops elsewhere.
 mod conv;
+mod eltwise;
 mod lrn;
 mod math;
 mod pool;

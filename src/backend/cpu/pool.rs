@@ -1,5 +1,242 @@
-//! CPU PoolOps.
-use super::CpuBackend;
-use crate::backend::PoolOps;
+//! CPU PoolOps: Caffe's loops, one channel plane per task (rayon across
+//! planes once a task holds enough work).
+use rayon::prelude::*;
 
-impl PoolOps for CpuBackend {}
+use super::{CpuBackend, PAR_MIN};
+use crate::backend::pool::PoolGeometry;
+use crate::backend::{PoolOps, View, ViewMut};
+
+/// Planes per rayon task, so each task touches at least ~PAR_MIN values
+/// (small tensors run as one task).
+fn min_planes(g: &PoolGeometry) -> usize {
+    (PAR_MIN / g.in_plane().max(1)).max(1)
+}
+
+/// Window `[start, end)` of output index `o` along one axis, clipped to the
+/// image, and Caffe's AVE divisor extent (clipped to the padded size only).
+#[inline]
+fn window(o: usize, stride: usize, pad: usize, k: usize, size: usize) -> (usize, usize, usize) {
+    let start = (o * stride) as i64 - pad as i64;
+    let padded_end = (start + k as i64).min((size + pad) as i64);
+    let extent = (padded_end - start) as usize;
+    let end = (start + k as i64).min(size as i64);
+    (start.max(0) as usize, end.max(0) as usize, extent)
+}
+
+fn max_plane(g: &PoolGeometry, x: &[f32], y: &mut [f32], mask: &mut [f32]) {
+    for ph in 0..g.pooled_height {
+        let (hs, he, _) = window(ph, g.stride_h, g.pad_h, g.kernel_h, g.height);
+        for pw in 0..g.pooled_width {
+            let (ws, we, _) = window(pw, g.stride_w, g.pad_w, g.kernel_w, g.width);
+            let (mut best, mut arg) = (-f32::MAX, -1i64);
+            for h in hs..he {
+                for w in ws..we {
+                    let i = h * g.width + w;
+                    if x[i] > best {
+                        best = x[i];
+                        arg = i as i64;
+                    }
+                }
+            }
+            let p = ph * g.pooled_width + pw;
+            y[p] = best;
+            mask[p] = arg as f32;
+        }
+    }
+}
+
+fn ave_plane(g: &PoolGeometry, x: &[f32], y: &mut [f32]) {
+    for ph in 0..g.pooled_height {
+        let (hs, he, eh) = window(ph, g.stride_h, g.pad_h, g.kernel_h, g.height);
+        for pw in 0..g.pooled_width {
+            let (ws, we, ew) = window(pw, g.stride_w, g.pad_w, g.kernel_w, g.width);
+            let mut s = 0f32;
+            for h in hs..he {
+                for &v in &x[h * g.width + ws..h * g.width + we] {
+                    s += v;
+                }
+            }
+            y[ph * g.pooled_width + pw] = s / (eh * ew) as f32;
+        }
+    }
+}
+
+fn ave_plane_backward(g: &PoolGeometry, dy: &[f32], dx: &mut [f32]) {
+    dx.fill(0.0);
+    for ph in 0..g.pooled_height {
+        let (hs, he, eh) = window(ph, g.stride_h, g.pad_h, g.kernel_h, g.height);
+        for pw in 0..g.pooled_width {
+            let (ws, we, ew) = window(pw, g.stride_w, g.pad_w, g.kernel_w, g.width);
+            let d = dy[ph * g.pooled_width + pw] / (eh * ew) as f32;
+            for h in hs..he {
+                for v in &mut dx[h * g.width + ws..h * g.width + we] {
+                    *v += d;
+                }
+            }
+        }
+    }
+}
+
+impl PoolOps for CpuBackend {
+    fn max_pool_forward(
+        &self,
+        g: &PoolGeometry,
+        planes: usize,
+        x: View,
+        mut y: ViewMut,
+        mut mask: ViewMut,
+    ) {
+        let (ip, op) = (g.in_plane(), g.out_plane());
+        let x = x.host(planes * ip);
+        let y = y.host(planes * op);
+        let mask = mask.host(planes * op);
+        x.par_chunks(ip)
+            .zip(y.par_chunks_mut(op).zip(mask.par_chunks_mut(op)))
+            .with_min_len(min_planes(g))
+            .for_each(|(x, (y, m))| max_plane(g, x, y, m));
+    }
+
+    fn max_pool_backward(
+        &self,
+        g: &PoolGeometry,
+        planes: usize,
+        dy: View,
+        mask: View,
+        mut dx: ViewMut,
+    ) {
+        let (ip, op) = (g.in_plane(), g.out_plane());
+        let dy = dy.host(planes * op);
+        let mask = mask.host(planes * op);
+        let dx = dx.host(planes * ip);
+        dx.par_chunks_mut(ip)
+            .zip(dy.par_chunks(op).zip(mask.par_chunks(op)))
+            .with_min_len(min_planes(g))
+            .for_each(|(dx, (dy, m))| {
+                dx.fill(0.0);
+                for (&d, &i) in dy.iter().zip(m) {
+                    // A mask of −1 (nothing won) routes nothing.
+                    if i >= 0.0 && (i as usize) < ip {
+                        dx[i as usize] += d;
+                    }
+                }
+            });
+    }
+
+    fn ave_pool_forward(&self, g: &PoolGeometry, planes: usize, x: View, mut y: ViewMut) {
+        let (ip, op) = (g.in_plane(), g.out_plane());
+        let x = x.host(planes * ip);
+        let y = y.host(planes * op);
+        x.par_chunks(ip)
+            .zip(y.par_chunks_mut(op))
+            .with_min_len(min_planes(g))
+            .for_each(|(x, y)| ave_plane(g, x, y));
+    }
+
+    fn ave_pool_backward(&self, g: &PoolGeometry, planes: usize, dy: View, mut dx: ViewMut) {
+        let (ip, op) = (g.in_plane(), g.out_plane());
+        let dy = dy.host(planes * op);
+        let dx = dx.host(planes * ip);
+        dx.par_chunks_mut(ip)
+            .zip(dy.par_chunks(op))
+            .with_min_len(min_planes(g))
+            .for_each(|(dx, dy)| ave_plane_backward(g, dy, dx));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::Buffer;
+
+    fn geom(
+        h: usize,
+        w: usize,
+        k: usize,
+        s: usize,
+        p: usize,
+        ph: usize,
+        pw: usize,
+    ) -> PoolGeometry {
+        PoolGeometry {
+            height: h,
+            width: w,
+            pooled_height: ph,
+            pooled_width: pw,
+            kernel_h: k,
+            kernel_w: k,
+            stride_h: s,
+            stride_w: s,
+            pad_h: p,
+            pad_w: p,
+        }
+    }
+
+    #[test]
+    fn max_pool_takes_the_first_maximum_and_routes_gradients() {
+        let be = CpuBackend::new();
+        // 3×3 plane, 2×2 windows, stride 1: ties resolve to the first index.
+        let g = geom(3, 3, 2, 1, 0, 2, 2);
+        let x = Buffer::from_vec(vec![1., 5., 5., 0., 2., 7., 7., 7., 1.]);
+        let (mut y, mut m) = (Buffer::host_zeros(4), Buffer::host_zeros(4));
+        be.max_pool_forward(&g, 1, x.view(), y.view_mut(), m.view_mut());
+        assert_eq!(y.read(4), vec![5., 7., 7., 7.]);
+        assert_eq!(m.read(4), vec![1., 5., 6., 5.]);
+        let dy = Buffer::from_vec(vec![1., 2., 3., 4.]);
+        let mut dx = Buffer::from_vec(vec![9.0; 9]);
+        be.max_pool_backward(&g, 1, dy.view(), m.view(), dx.view_mut());
+        assert_eq!(dx.read(9), vec![0., 1., 0., 0., 0., 6., 3., 0., 0.]);
+    }
+
+    #[test]
+    fn ave_pool_divides_by_the_window_clipped_to_the_padded_extent() {
+        let be = CpuBackend::new();
+        // 3×3 ones, kernel 3, stride 2, pad 1: output 2×2, every window
+        // fits the padded extent (size 9); real values counted: 4 per window.
+        let g = geom(3, 3, 3, 2, 1, 2, 2);
+        let x = Buffer::from_vec(vec![1.0; 9]);
+        let mut y = Buffer::host_zeros(4);
+        be.ave_pool_forward(&g, 1, x.view(), y.view_mut());
+        assert_eq!(y.read(4), vec![4.0 / 9.0; 4]);
+        // Ceil-mode overhang beyond H+pad is not counted: 4×4, k3 s2 p0 →
+        // 2×2 output (ceil((4-3)/2)+1 = 2); last window covers rows 2..4 only.
+        let g = geom(4, 4, 3, 2, 0, 2, 2);
+        let x = Buffer::from_vec(vec![1.0; 16]);
+        let mut y = Buffer::host_zeros(4);
+        be.ave_pool_forward(&g, 1, x.view(), y.view_mut());
+        assert_eq!(y.read(4), vec![1.0; 4]);
+        let dy = Buffer::from_vec(vec![9.0, 6.0, 6.0, 4.0]);
+        let mut dx = Buffer::from_vec(vec![f32::NAN; 16]);
+        be.ave_pool_backward(&g, 1, dy.view(), dx.view_mut());
+        // dy/pool_size: 1 per cell of each window, summed over overlaps.
+        assert_eq!(
+            dx.read(16),
+            vec![1., 1., 2., 1., 1., 1., 2., 1., 2., 2., 4., 2., 1., 1., 2., 1.]
+        );
+    }
+
+    #[test]
+    fn parallel_planes_match_one_plane_at_a_time() {
+        let be = CpuBackend::new();
+        let g = geom(32, 32, 3, 2, 1, 16, 16);
+        let planes = 40;
+        let x: Vec<f32> = (0..planes * 1024)
+            .map(|i| ((i * 7919) % 1013) as f32 * 0.01)
+            .collect();
+        let xb = Buffer::from_vec(x.clone());
+        let (mut y, mut m) = (
+            Buffer::host_zeros(planes * 256),
+            Buffer::host_zeros(planes * 256),
+        );
+        be.max_pool_forward(&g, planes, xb.view(), y.view_mut(), m.view_mut());
+        let mut ya = Buffer::host_zeros(planes * 256);
+        be.ave_pool_forward(&g, planes, xb.view(), ya.view_mut());
+        for p in [0, 17, 39] {
+            let (mut y1, mut m1, mut a1) = (vec![0.0; 256], vec![0.0; 256], vec![0.0; 256]);
+            max_plane(&g, &x[p * 1024..(p + 1) * 1024], &mut y1, &mut m1);
+            ave_plane(&g, &x[p * 1024..(p + 1) * 1024], &mut a1);
+            assert_eq!(&y.read(planes * 256)[p * 256..(p + 1) * 256], &y1[..]);
+            assert_eq!(&m.read(planes * 256)[p * 256..(p + 1) * 256], &m1[..]);
+            assert_eq!(&ya.read(planes * 256)[p * 256..(p + 1) * 256], &a1[..]);
+        }
+    }
+}

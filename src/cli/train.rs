@@ -1,0 +1,124 @@
+//! `rcaffe train`: Caffe's `train()` — read the solver, apply the CLI's
+//! level/stage/weights, resume or fine-tune, solve, with SIGINT/SIGHUP
+//! mapped to stop/snapshot/none like Caffe's signal handler.
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use rcaffe::log::{info, site, warn};
+use rcaffe::proto::caffe::solver_parameter::SolverMode;
+use rcaffe::proto::caffe::NetState;
+use rcaffe::proto::upgrade;
+use rcaffe::solver::{Solver, SolverAction};
+
+use super::device_query::{backend_for, stages_from_flag};
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// The solver definition protocol buffer text file
+    #[arg(long, default_value = "")]
+    pub solver: String,
+    /// Pretrained weights to fine-tune from: comma-separated .caffemodel files
+    #[arg(long, default_value = "")]
+    pub weights: String,
+    /// A .solverstate to resume training from
+    #[arg(long, default_value = "")]
+    pub snapshot: String,
+    /// GPU device ids (comma-separated) or `all`; this build has no GPU backend
+    #[arg(long, default_value = "")]
+    pub gpu: String,
+    /// The net level, written into the solver's train_state
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub level: i32,
+    /// Comma-separated net stages, appended to the solver's train_state
+    #[arg(long, default_value = "")]
+    pub stage: String,
+    /// What SIGINT does: stop, snapshot or none
+    #[arg(long, default_value = "stop")]
+    pub sigint_effect: String,
+    /// What SIGHUP does: stop, snapshot or none
+    #[arg(long, default_value = "snapshot")]
+    pub sighup_effect: String,
+    /// Accepted for Caffe compatibility; training runs to the solver's max_iter
+    #[arg(long, hide = true)]
+    pub iterations: Option<i32>,
+}
+
+/// Caffe's `SignalHandler`: each signal sets a flag the solver polls;
+/// SIGHUP wins when both arrived. A second SIGINT while the first is
+/// still pending ends the process at once (for a run stuck in a layer).
+fn install_signal_handler(
+    sigint: SolverAction,
+    sighup: SolverAction,
+) -> anyhow::Result<rcaffe::solver::ActionFn> {
+    use signal_hook::consts::{SIGHUP, SIGINT};
+    let got_int = Arc::new(AtomicBool::new(false));
+    let got_hup = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register_conditional_shutdown(SIGINT, 130, got_int.clone())
+        .context("installing the SIGINT handler")?;
+    signal_hook::flag::register(SIGINT, got_int.clone())
+        .context("installing the SIGINT handler")?;
+    signal_hook::flag::register(SIGHUP, got_hup.clone())
+        .context("installing the SIGHUP handler")?;
+    Ok(Box::new(move || {
+        if got_hup.swap(false, Ordering::SeqCst) {
+            sighup
+        } else if got_int.swap(false, Ordering::SeqCst) {
+            sigint
+        } else {
+            SolverAction::None
+        }
+    }))
+}
+
+pub fn run(a: &TrainArgs) -> anyhow::Result<ExitCode> {
+    if a.solver.is_empty() {
+        bail!("Need a solver definition to train (--solver).");
+    }
+    if !a.snapshot.is_empty() && !a.weights.is_empty() {
+        bail!("Give a snapshot to resume training or weights to finetune but not both.");
+    }
+    let sigint = SolverAction::parse(&a.sigint_effect)?;
+    let sighup = SolverAction::parse(&a.sighup_effect)?;
+
+    let mut param = upgrade::load_solver(Path::new(&a.solver))?;
+    let state = param.train_state.get_or_insert_with(NetState::default);
+    state.level = Some(a.level);
+    state.stage.extend(stages_from_flag(&a.stage));
+
+    if a.gpu.is_empty() && param.solver_mode == Some(SolverMode::Gpu as i32) {
+        warn(
+            site::CAFFE_TRAIN_USE_CPU,
+            "The solver asks for solver_mode: GPU, but this build has no CUDA backend; using \
+             the CPU.",
+        );
+    }
+    let be = backend_for(&a.gpu)?;
+    info(site::CAFFE_TRAIN_USE_CPU, "Use CPU.");
+
+    // As Caffe master: --weights replaces the solver's `weights`, a resume
+    // clears them.
+    if !a.snapshot.is_empty() {
+        param.weights.clear();
+    } else if !a.weights.is_empty() {
+        param.weights = vec![a.weights.clone()];
+    }
+
+    let action = install_signal_handler(sigint, sighup)?;
+    let mut solver = Solver::new(param, be)?;
+    solver.set_action_fn(action);
+    if !a.snapshot.is_empty() {
+        info(
+            site::CAFFE_RESUMING,
+            &format!("Resuming from {}", a.snapshot),
+        );
+        solver.restore(Path::new(&a.snapshot))?;
+    }
+    info(site::CAFFE_STARTING, "Starting Optimization");
+    solver.solve()?;
+    info(site::CAFFE_DONE, "Optimization Done.");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,21 @@
+//! Data input: record databases (`source`, `lmdb`), Caffe's `Datum`
+//! (`datum`), the `DataTransformer` (`transform`), background batch
+//! preparation (`prefetch`) and conversion tools (`mnist`).
+//!
+//! Flow: `RecordSource` (cursor, wrap-around) → `ShardedReader` (replica
+//! rank of world) → `decode_datum` → `DataTransformer` → `Prefetcher` →
+//! the Data layer's tops.
+pub mod datum;
+pub mod lmdb;
+pub mod mnist;
+pub mod prefetch;
+pub mod rng;
+pub mod source;
+pub mod transform;
+
+pub use datum::{decode_datum, decode_image, ColorMode, DecodedDatum, Pixels};
+pub use lmdb::{LmdbSource, LmdbWriter};
+pub use mnist::convert_mnist_data;
+pub use prefetch::{Batch, Prefetcher};
+pub use source::{open_source, DbBackend, Record, RecordSource, ShardedReader};
+pub use transform::DataTransformer;

@@ -1,0 +1,165 @@
+//! A background thread that prepares whole batches ahead of the forward
+//! pass (Caffe's prefetch thread), sending them through a bounded channel
+//! of `prefetch` batches. Loading errors and panics reach the consumer as
+//! errors on its next `next()`; dropping the `Prefetcher` stops and joins
+//! the thread.
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{bounded, Receiver, RecvError};
+
+use crate::error::{Error, Result};
+
+/// One prepared batch on the host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    /// Shape of the data top (batch first).
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+    /// One label per item, when the layer has a label top.
+    pub labels: Option<Vec<f32>>,
+    /// Times the source went back to its first record while loading it.
+    pub restarts: u64,
+}
+
+pub struct Prefetcher {
+    rx: Option<Receiver<Result<Batch>>>,
+    handle: Option<JoinHandle<()>>,
+    /// The error that stopped the thread, repeated on later calls.
+    failed: Option<String>,
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+impl Prefetcher {
+    /// Start a thread named `name` that calls `load` for batch after batch,
+    /// keeping at most `capacity` finished batches queued (0: each batch is
+    /// handed over as soon as it is made, with nothing queued).
+    pub fn spawn<F>(name: &str, capacity: usize, mut load: F) -> Result<Self>
+    where
+        F: FnMut() -> Result<Batch> + Send + 'static,
+    {
+        let (tx, rx) = bounded(capacity);
+        let handle = std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn(move || loop {
+                let item = match catch_unwind(AssertUnwindSafe(&mut load)) {
+                    Ok(r) => r,
+                    Err(p) => Err(Error::Data(format!(
+                        "data prefetch thread panicked: {}",
+                        panic_message(&*p)
+                    ))),
+                };
+                let stop = item.is_err();
+                // A send fails only when the consumer is gone: stop quietly.
+                if tx.send(item).is_err() || stop {
+                    return;
+                }
+            })
+            .map_err(|e| Error::Data(format!("cannot start the data prefetch thread: {e}")))?;
+        Ok(Prefetcher {
+            rx: Some(rx),
+            handle: Some(handle),
+            failed: None,
+        })
+    }
+
+    /// The next batch, waiting for it if needed; the thread's error if it
+    /// failed.
+    pub fn next(&mut self) -> Result<Batch> {
+        if let Some(msg) = &self.failed {
+            return Err(Error::Data(format!(
+                "data prefetching stopped after an earlier error: {msg}"
+            )));
+        }
+        let rx = self.rx.as_ref().expect("receiver lives until drop");
+        match rx.recv() {
+            Ok(Ok(b)) => Ok(b),
+            Ok(Err(e)) => {
+                self.failed = Some(e.to_string());
+                Err(e)
+            }
+            Err(RecvError) => {
+                // Only reachable if the thread died without sending its error.
+                let msg = match self.handle.take().map(|h| h.join()) {
+                    Some(Err(p)) => {
+                        format!("data prefetch thread panicked: {}", panic_message(&*p))
+                    }
+                    _ => "data prefetch thread stopped unexpectedly".to_string(),
+                };
+                self.failed = Some(msg.clone());
+                Err(Error::Data(msg))
+            }
+        }
+    }
+}
+
+impl Drop for Prefetcher {
+    fn drop(&mut self) {
+        // Disconnecting wakes a thread blocked on a full channel; it then
+        // returns after the batch it is making, and we wait for it.
+        drop(self.rx.take());
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    fn batch(i: usize) -> Batch {
+        Batch {
+            shape: vec![1],
+            data: vec![i as f32],
+            labels: None,
+            restarts: 0,
+        }
+    }
+
+    #[test]
+    fn batches_in_order_and_bounded() {
+        let made = Arc::new(AtomicUsize::new(0));
+        let m = made.clone();
+        let mut p =
+            Prefetcher::spawn("t", 2, move || Ok(batch(m.fetch_add(1, Ordering::SeqCst)))).unwrap();
+        for i in 0..5 {
+            assert_eq!(p.next().unwrap().data, vec![i as f32]);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        // 5 taken, 2 queued, 1 blocked in send.
+        assert!(made.load(Ordering::SeqCst) <= 8);
+        drop(p); // must not hang
+    }
+
+    #[test]
+    fn errors_and_panics_reach_the_consumer() {
+        let mut n = 0;
+        let mut p = Prefetcher::spawn("t", 4, move || {
+            n += 1;
+            if n == 3 {
+                return Err(Error::Data("record '00000002': corrupt".into()));
+            }
+            Ok(batch(n))
+        })
+        .unwrap();
+        assert!(p.next().is_ok());
+        assert!(p.next().is_ok());
+        let e = p.next().unwrap_err().to_string();
+        assert!(e.contains("00000002"), "{e}");
+        let e = p.next().unwrap_err().to_string();
+        assert!(e.contains("earlier error") && e.contains("00000002"), "{e}");
+
+        let mut p = Prefetcher::spawn("t", 1, || -> Result<Batch> { panic!("boom") }).unwrap();
+        let e = p.next().unwrap_err().to_string();
+        assert!(e.contains("panicked") && e.contains("boom"), "{e}");
+    }
+}

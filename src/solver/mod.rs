@@ -1,0 +1,861 @@
+//! The solver: Caffe's training loop (`Solver::Step`/`Solve`), tests,
+//! display, snapshots and restore, with one update path for every solver
+//! type (`update::UpdateRule`) and pure learning-rate policies
+//! (`lr_policy`).
+//!
+//! One iteration, in Caffe's order: clear param diffs; test if due;
+//! `iter_size` forward/backward passes (diffs accumulate); smoothed loss;
+//! display; lr; clip (on the summed gradient); per param normalise by
+//! `1/iter_size`, regularise, compute and apply the step; `iter += 1`;
+//! poll signals; snapshot if due.
+pub mod lr_policy;
+pub mod update;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::backend::solver::Regularization;
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::log::{g, info, site};
+use crate::net::{Net, NetOptions};
+use crate::proto::caffe::solver_parameter::SnapshotFormat;
+use crate::proto::caffe::{NetParameter, NetState, Phase, SolverParameter, SolverState};
+use crate::proto::{binary, text, upgrade};
+use crate::tensor::Blob;
+
+pub use lr_policy::LrPolicy;
+pub use update::{UpdateRule, SOLVER_TYPES};
+
+/// What a signal (or another controller) asks the solver to do; polled
+/// once per iteration and once per test batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SolverAction {
+    None,
+    Stop,
+    Snapshot,
+}
+
+impl SolverAction {
+    /// The `--sigint_effect` / `--sighup_effect` spellings.
+    pub fn parse(s: &str) -> Result<SolverAction> {
+        match s {
+            "stop" => Ok(SolverAction::Stop),
+            "snapshot" => Ok(SolverAction::Snapshot),
+            "none" => Ok(SolverAction::None),
+            _ => Err(Error::Solver(format!(
+                "Invalid signal effect \"{s}\" was specified (use stop, snapshot or none)"
+            ))),
+        }
+    }
+}
+
+pub type ActionFn = Box<dyn FnMut() -> SolverAction + Send>;
+
+/// One averaged output of a test pass.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TestScore {
+    pub name: String,
+    pub value: f32,
+    pub loss_weight: f32,
+}
+
+pub struct Solver {
+    param: SolverParameter,
+    be: Arc<dyn Backend>,
+    net: Net,
+    test_nets: Vec<Net>,
+    test_iters: Vec<i32>,
+    rule: Box<dyn UpdateRule>,
+    lr_policy: LrPolicy,
+    regularization: Regularization,
+    /// `history[set][param]`: one set per history kind of the rule.
+    history: Vec<Vec<Blob>>,
+    iter: i32,
+    current_step: i32,
+    losses: Vec<f32>,
+    smoothed_loss: f32,
+    iterations_last: i32,
+    timer: Instant,
+    action: Option<ActionFn>,
+    requested_early_exit: bool,
+    seed: u64,
+    test_scores: Vec<Vec<TestScore>>,
+}
+
+/// protobuf's `NetState::MergeFrom`: set scalars overwrite, stages append.
+fn merge_state(base: &mut NetState, other: Option<&NetState>) {
+    let Some(o) = other else { return };
+    if o.phase.is_some() {
+        base.phase = o.phase;
+    }
+    if o.level.is_some() {
+        base.level = o.level;
+    }
+    base.stage.extend(o.stage.iter().cloned());
+}
+
+/// Caffe's seed when `random_seed` is negative: unpredictable per run.
+fn time_seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    // splitmix64 of time and pid, so runs started together still differ.
+    let mut z = nanos ^ (u64::from(std::process::id()) << 32);
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+fn read_net_file(path: &str) -> Result<NetParameter> {
+    upgrade::load_net_text(Path::new(path))
+}
+
+fn upgrade_inline(mut p: NetParameter, source: &str) -> Result<NetParameter> {
+    for note in upgrade::upgrade_net_as_needed(&mut p, source)? {
+        info("upgrade_proto.cpp:67", &note);
+    }
+    Ok(p)
+}
+
+/// Load each comma-separated caffemodel of `list` into `net` (Caffe's
+/// `LoadNetWeights`).
+pub fn load_weights(net: &mut Net, list: &str) -> Result<()> {
+    for name in list.split(',').map(str::trim) {
+        info(site::SOLVER_FINETUNING, &format!("Finetuning from {name}"));
+        let weights = upgrade::load_net_binary(Path::new(name))?;
+        for ignored in net.copy_trained_layers_from(&weights)? {
+            info("net.cpp:1080", &format!("Ignoring source layer {ignored}"));
+        }
+    }
+    Ok(())
+}
+
+impl Solver {
+    /// Caffe's `Solver::Init`: check the settings, build the train net and
+    /// the test nets, load `weights`. Paths are relative to the current
+    /// directory, as in Caffe.
+    pub fn new(param: SolverParameter, be: Arc<dyn Backend>) -> Result<Solver> {
+        info(
+            site::SOLVER_INIT,
+            &format!(
+                "Initializing solver from parameters: \n{}",
+                text::print_solver(&param)
+            ),
+        );
+        if param.average_loss() < 1 {
+            return Err(Error::Solver(format!(
+                "average_loss must be >= 1 (it is {})",
+                param.average_loss()
+            )));
+        }
+        if param.iter_size() < 1 {
+            return Err(Error::Solver(format!(
+                "iter_size must be >= 1 (it is {})",
+                param.iter_size()
+            )));
+        }
+        if param.snapshot_format() == SnapshotFormat::Hdf5 {
+            return Err(Error::Solver(
+                "snapshot_format: HDF5 is not supported by this build; use BINARYPROTO".into(),
+            ));
+        }
+        let rule = update::create(&param)?;
+        let lr_policy = LrPolicy::from_param(&param)?;
+        let regularization = match param.regularization_type() {
+            "L2" => Regularization::L2,
+            "L1" => Regularization::L1,
+            other => {
+                return Err(Error::Solver(format!(
+                    "Unknown regularization type: {other} (use L2 or L1)"
+                )))
+            }
+        };
+        Self::check_snapshot_write_permissions(&param)?;
+        let seed = if param.random_seed() >= 0 {
+            param.random_seed() as u64
+        } else {
+            time_seed()
+        };
+
+        let net = Self::init_train_net(&param, &be, seed)?;
+        let (test_nets, test_iters) = Self::init_test_nets(&param, &be, seed)?;
+        info(site::SOLVER_SCAFFOLDING, "Solver scaffolding done.");
+
+        let sets = rule.history_sets();
+        let history = (0..sets)
+            .map(|_| {
+                (0..net.num_learnable())
+                    .map(|i| Blob::new(&*be, net.learnable(i).shape()))
+                    .collect()
+            })
+            .collect();
+        let n_tests = test_nets.len();
+        Ok(Solver {
+            param,
+            be,
+            net,
+            test_nets,
+            test_iters,
+            rule,
+            lr_policy,
+            regularization,
+            history,
+            iter: 0,
+            current_step: 0,
+            losses: Vec::new(),
+            smoothed_loss: 0.0,
+            iterations_last: 0,
+            timer: Instant::now(),
+            action: None,
+            requested_early_exit: false,
+            seed,
+            test_scores: vec![Vec::new(); n_tests],
+        })
+    }
+
+    fn check_snapshot_write_permissions(p: &SolverParameter) -> Result<()> {
+        if p.snapshot() == 0 {
+            return Ok(());
+        }
+        let Some(prefix) = p.snapshot_prefix.as_deref() else {
+            return Err(Error::Solver(
+                "In solver params, snapshot is specified but snapshot_prefix is not".into(),
+            ));
+        };
+        let probe = format!("{prefix}_iter_0.tempfile");
+        match std::fs::File::create(&probe) {
+            Ok(_) => {
+                let _ = std::fs::remove_file(&probe);
+                Ok(())
+            }
+            Err(e) => Err(Error::Solver(format!(
+                "Cannot write to snapshot prefix '{prefix}' ({e}).  Make sure that the \
+                 directory exists and is writeable."
+            ))),
+        }
+    }
+
+    fn net_options(state: NetState, seed: u64) -> NetOptions {
+        let mut o = NetOptions::new(state.phase());
+        o.level = state.level();
+        o.stages = state.stage.clone();
+        o.state = Some(state);
+        o.seed = seed;
+        o
+    }
+
+    fn init_train_net(p: &SolverParameter, be: &Arc<dyn Backend>, seed: u64) -> Result<Net> {
+        let n = p.net.is_some() as usize
+            + p.net_param.is_some() as usize
+            + p.train_net.is_some() as usize
+            + p.train_net_param.is_some() as usize;
+        let fields = "net, net_param, train_net, train_net_param";
+        if n == 0 {
+            return Err(Error::Solver(format!(
+                "SolverParameter must specify a train net using one of these fields: {fields}"
+            )));
+        }
+        if n > 1 {
+            return Err(Error::Solver(format!(
+                "SolverParameter must not contain more than one of these fields specifying a \
+                 train_net: {fields}"
+            )));
+        }
+        let mut net_param = if let Some(np) = &p.train_net_param {
+            info(
+                site::SOLVER_TRAIN_NET_PARAM,
+                "Creating training net specified in train_net_param.",
+            );
+            upgrade_inline(np.clone(), "train_net_param")?
+        } else if let Some(f) = &p.train_net {
+            info(
+                site::SOLVER_TRAIN_NET_FILE,
+                &format!("Creating training net from train_net file: {f}"),
+            );
+            read_net_file(f)?
+        } else if let Some(np) = &p.net_param {
+            info(
+                site::SOLVER_NET_PARAM,
+                "Creating training net specified in net_param.",
+            );
+            upgrade_inline(np.clone(), "net_param")?
+        } else {
+            let f = p.net();
+            info(
+                site::SOLVER_NET_FILE,
+                &format!("Creating training net from net file: {f}"),
+            );
+            read_net_file(f)?
+        };
+        // Solver default < the net's own state < train_state.
+        let mut state = NetState::default();
+        state.set_phase(Phase::Train);
+        merge_state(&mut state, net_param.state.as_ref());
+        merge_state(&mut state, p.train_state.as_ref());
+        net_param.state = Some(state.clone());
+        let mut net = Net::new(&net_param, &Self::net_options(state, seed), be.clone())?;
+        for w in &p.weights {
+            load_weights(&mut net, w)?;
+        }
+        Ok(net)
+    }
+
+    fn init_test_nets(
+        p: &SolverParameter,
+        be: &Arc<dyn Backend>,
+        seed: u64,
+    ) -> Result<(Vec<Net>, Vec<i32>)> {
+        let has_generic = p.net.is_some() || p.net_param.is_some();
+        if p.net.is_some() && p.net_param.is_some() {
+            return Err(Error::Solver(
+                "Both net_param and net_file may not be specified.".into(),
+            ));
+        }
+        let num_specific = p.test_net_param.len() + p.test_net.len();
+        let n_iter = p.test_iter.len();
+        if (has_generic && n_iter < num_specific) || (!has_generic && n_iter != num_specific) {
+            return Err(Error::Solver(format!(
+                "test_iter must be specified for each test network ({n_iter} test_iter for \
+                 {num_specific} test_net/test_net_param)"
+            )));
+        }
+        let num_instances = n_iter;
+        if !p.test_state.is_empty() && p.test_state.len() != num_instances {
+            return Err(Error::Solver(format!(
+                "test_state must be unspecified or specified once per test net ({} test_state \
+                 for {num_instances} test nets)",
+                p.test_state.len()
+            )));
+        }
+        if num_instances > 0 && p.test_interval() <= 0 {
+            return Err(Error::Solver(format!(
+                "test_interval must be > 0 when there are test nets (it is {})",
+                p.test_interval()
+            )));
+        }
+        let mut sources: Vec<(String, NetParameter)> = Vec::with_capacity(num_instances);
+        for np in &p.test_net_param {
+            sources.push((
+                "test_net_param".into(),
+                upgrade_inline(np.clone(), "test_net_param")?,
+            ));
+        }
+        for f in &p.test_net {
+            sources.push((format!("test_net file: {f}"), read_net_file(f)?));
+        }
+        let remaining = num_instances - sources.len();
+        if let Some(np) = &p.net_param {
+            let np = upgrade_inline(np.clone(), "net_param")?;
+            for _ in 0..remaining {
+                sources.push(("net_param".into(), np.clone()));
+            }
+        }
+        if let Some(f) = &p.net {
+            for _ in 0..remaining {
+                sources.push((format!("net file: {f}"), read_net_file(f)?));
+            }
+        }
+        let mut nets = Vec::with_capacity(num_instances);
+        for (i, (source, mut np)) in sources.into_iter().enumerate() {
+            let mut state = NetState::default();
+            state.set_phase(Phase::Test);
+            merge_state(&mut state, np.state.as_ref());
+            merge_state(&mut state, p.test_state.get(i));
+            np.state = Some(state.clone());
+            info(
+                site::SOLVER_TEST_NET,
+                &format!("Creating test net (#{i}) specified by {source}"),
+            );
+            let mut net = Net::new(&np, &Self::net_options(state, seed), be.clone())?;
+            for w in &p.weights {
+                load_weights(&mut net, w)?;
+            }
+            nets.push(net);
+        }
+        Ok((nets, p.test_iter.clone()))
+    }
+
+    // ---------------------------------------------------------- access --
+
+    pub fn param(&self) -> &SolverParameter {
+        &self.param
+    }
+    pub fn net(&self) -> &Net {
+        &self.net
+    }
+    pub fn net_mut(&mut self) -> &mut Net {
+        &mut self.net
+    }
+    pub fn test_nets(&self) -> &[Net] {
+        &self.test_nets
+    }
+    /// Updates applied so far.
+    pub fn iter(&self) -> i32 {
+        self.iter
+    }
+    pub fn current_step(&self) -> i32 {
+        self.current_step
+    }
+    pub fn smoothed_loss(&self) -> f32 {
+        self.smoothed_loss
+    }
+    /// The seed the nets were built with (`random_seed`, or a time seed).
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+    pub fn update_rule(&self) -> &dyn UpdateRule {
+        &*self.rule
+    }
+    /// History blobs in solverstate order (set by set).
+    pub fn history(&self) -> impl Iterator<Item = &Blob> {
+        self.history.iter().flatten()
+    }
+    /// The averaged outputs of the last test of each test net.
+    pub fn test_scores(&self) -> &[Vec<TestScore>] {
+        &self.test_scores
+    }
+    /// Whether a Stop request ended the last `solve`/`step` early.
+    pub fn requested_early_exit(&self) -> bool {
+        self.requested_early_exit
+    }
+    /// Install the function polled for signals (`caffe train`'s
+    /// SIGINT/SIGHUP handler).
+    pub fn set_action_fn(&mut self, f: ActionFn) {
+        self.action = Some(f);
+    }
+
+    fn poll_action(&mut self) -> SolverAction {
+        self.action.as_mut().map_or(SolverAction::None, |f| f())
+    }
+
+    // ------------------------------------------------------------ loop --
+
+    /// Caffe's `Solve`: train from the current iteration to `max_iter`,
+    /// then the final snapshot, the final display and test.
+    pub fn solve(&mut self) -> Result<()> {
+        info(
+            site::SOLVER_SOLVING,
+            &format!("Solving {}", self.net.name()),
+        );
+        info(
+            site::SOLVER_LR_POLICY,
+            &format!("Learning Rate Policy: {}", self.param.lr_policy()),
+        );
+        self.requested_early_exit = false;
+        let start_iter = self.iter;
+        self.step(self.param.max_iter() - self.iter)?;
+        let snap = self.param.snapshot();
+        if self.param.snapshot_after_train() && (snap == 0 || self.iter % snap != 0) {
+            self.snapshot()?;
+        }
+        if self.requested_early_exit {
+            info(site::SOLVER_STOPPED_EARLY, "Optimization stopped early.");
+            return Ok(());
+        }
+        // A forward-only pass to display the loss of the final weights.
+        let display = self.param.display();
+        if display != 0 && self.iter % display == 0 {
+            let loss = self.net.forward()?;
+            self.update_smoothed_loss(loss, start_iter, self.param.average_loss());
+            info(
+                site::SOLVER_FINAL_LOSS,
+                &format!("Iteration {}, loss = {}", self.iter, g(self.smoothed_loss)),
+            );
+        }
+        let ti = self.param.test_interval();
+        if ti != 0 && self.iter % ti == 0 {
+            self.test_all()?;
+        }
+        info(site::SOLVER_DONE, "Optimization Done.");
+        Ok(())
+    }
+
+    /// Caffe's `Step`: `iters` iterations (fewer on a Stop request).
+    pub fn step(&mut self, iters: i32) -> Result<()> {
+        let start_iter = self.iter;
+        let stop_iter = self.iter.saturating_add(iters);
+        let average_loss = self.param.average_loss();
+        self.losses.clear();
+        self.smoothed_loss = 0.0;
+        self.timer = Instant::now();
+        // Caffe leaves this uninitialised (garbage rate on the first line).
+        self.iterations_last = self.iter;
+
+        while self.iter < stop_iter {
+            self.net.clear_param_diffs();
+            let ti = self.param.test_interval();
+            if ti != 0 && self.iter % ti == 0 && (self.iter > 0 || self.param.test_initialization())
+            {
+                self.test_all()?;
+                if self.requested_early_exit {
+                    break;
+                }
+            }
+            let display = self.param.display() != 0 && self.iter % self.param.display() == 0;
+            let iter_size = self.param.iter_size();
+            let mut loss = 0.0f32;
+            for _ in 0..iter_size {
+                loss += self.net.forward_backward()?;
+            }
+            loss /= iter_size as f32;
+            self.update_smoothed_loss(loss, start_iter, average_loss);
+            if display {
+                self.display();
+            }
+            self.apply_update(display)?;
+            self.iter += 1;
+
+            let request = self.poll_action();
+            let snap = self.param.snapshot();
+            if (snap != 0 && self.iter % snap == 0) || request == SolverAction::Snapshot {
+                self.snapshot()?;
+            }
+            if request == SolverAction::Stop {
+                self.requested_early_exit = true;
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn display(&mut self) {
+        let lapse = self.timer.elapsed().as_secs_f32();
+        let per_s =
+            (self.iter - self.iterations_last) as f32 / if lapse != 0.0 { lapse } else { 1.0 };
+        info(
+            site::SOLVER_DISPLAY,
+            &format!(
+                "Iteration {} ({} iter/s, {}s/{} iters), loss = {}",
+                self.iter,
+                g(per_s),
+                g(lapse),
+                self.param.display(),
+                g(self.smoothed_loss)
+            ),
+        );
+        self.timer = Instant::now();
+        self.iterations_last = self.iter;
+        let mut k = 0;
+        for out in self.net.outputs() {
+            for v in out.values {
+                info(
+                    site::SOLVER_TRAIN_OUTPUT,
+                    &format!(
+                        "    Train net output #{k}: {} = {}{}",
+                        out.name,
+                        g(v),
+                        loss_suffix(out.loss_weight, v)
+                    ),
+                );
+                k += 1;
+            }
+        }
+    }
+
+    /// Caffe's `UpdateSmoothedLoss`: a running mean until the window is
+    /// full, then a ring buffer.
+    fn update_smoothed_loss(&mut self, loss: f32, start_iter: i32, average_loss: i32) {
+        let window = average_loss.max(1) as usize;
+        if self.losses.len() < window {
+            self.losses.push(loss);
+            let size = self.losses.len() as f32;
+            self.smoothed_loss = (self.smoothed_loss * (size - 1.0) + loss) / size;
+        } else {
+            let idx = (self.iter - start_iter).rem_euclid(average_loss) as usize;
+            self.smoothed_loss += (loss - self.losses[idx]) / average_loss as f32;
+            self.losses[idx] = loss;
+        }
+    }
+
+    /// Caffe's `SGDSolver::ApplyUpdate` (shared by every solver type).
+    fn apply_update(&mut self, display: bool) -> Result<()> {
+        let r = self.lr_policy.rate(self.iter, &mut self.current_step);
+        if r.multistep_advanced {
+            info(
+                site::SGD_MULTISTEP,
+                &format!(
+                    "MultiStep Status: Iteration {}, step = {}",
+                    self.iter, self.current_step
+                ),
+            );
+        }
+        if display {
+            info(
+                site::SGD_LR,
+                &format!("Iteration {}, lr = {}", self.iter, g(r.rate)),
+            );
+        }
+        self.clip_gradients();
+        let be = self.be.clone();
+        let iter_size = self.param.iter_size();
+        let weight_decay = self.param.weight_decay();
+        for i in 0..self.net.num_learnable() {
+            let lr_mult = self.net.learnable_lr_mult(i);
+            let local_decay = weight_decay * self.net.learnable_decay_mult(i);
+            let p = self.net.learnable_mut(i);
+            let n = p.count();
+            if iter_size > 1 {
+                be.scal(n, 1.0 / iter_size as f32, p.diff.view_mut());
+            }
+            if local_decay != 0.0 {
+                be.regularize(
+                    n,
+                    self.regularization,
+                    local_decay,
+                    p.data.view(),
+                    p.diff.view_mut(),
+                );
+            }
+            let mut hist: Vec<&mut Blob> = self.history.iter_mut().map(|s| &mut s[i]).collect();
+            self.rule
+                .apply(&*be, p, &mut hist, r.rate * lr_mult, self.iter);
+        }
+        Ok(())
+    }
+
+    /// Scale all gradients down when their global L2 norm exceeds
+    /// `clip_gradients` (a negative value turns clipping off).
+    fn clip_gradients(&mut self) {
+        let clip = self.param.clip_gradients();
+        if clip < 0.0 {
+            return;
+        }
+        let be = self.be.clone();
+        let mut sumsq = 0.0f32;
+        for i in 0..self.net.num_learnable() {
+            let p = self.net.learnable(i);
+            sumsq += be.dot(p.count(), p.diff.view(), p.diff.view());
+        }
+        let norm = sumsq.sqrt();
+        if norm > clip {
+            let scale = clip / norm;
+            info(
+                site::SGD_CLIP,
+                &format!(
+                    "Gradient clipping: scaling down gradients (L2 norm {} > {}) by scale factor {}",
+                    g(norm),
+                    g(clip),
+                    g(scale)
+                ),
+            );
+            for i in 0..self.net.num_learnable() {
+                let p = self.net.learnable_mut(i);
+                let n = p.count();
+                be.scal(n, scale, p.diff.view_mut());
+            }
+        }
+    }
+
+    // ----------------------------------------------------------- tests --
+
+    /// Run every test net (Caffe's `TestAll`).
+    pub fn test_all(&mut self) -> Result<()> {
+        for id in 0..self.test_nets.len() {
+            if self.requested_early_exit {
+                break;
+            }
+            self.test(id)?;
+        }
+        Ok(())
+    }
+
+    /// Run test net `id` for its `test_iter` batches on the current weights
+    /// and log the mean of each output (Caffe's `Test`).
+    pub fn test(&mut self, id: usize) -> Result<()> {
+        info(
+            site::SOLVER_TESTING,
+            &format!("Iteration {}, Testing net (#{id})", self.iter),
+        );
+        self.test_nets[id].share_weights_from(&self.net)?;
+        let n_iter = self.test_iters[id];
+        let mut scores: Vec<f32> = Vec::new();
+        let mut names: Vec<(String, f32)> = Vec::new();
+        let mut loss = 0.0f32;
+        for i in 0..n_iter {
+            loop {
+                match self.poll_action() {
+                    SolverAction::None => break,
+                    SolverAction::Snapshot => {
+                        self.snapshot()?;
+                    }
+                    SolverAction::Stop => self.requested_early_exit = true,
+                }
+            }
+            if self.requested_early_exit {
+                break;
+            }
+            let iter_loss = self.test_nets[id].forward()?;
+            if self.param.test_compute_loss() {
+                loss += iter_loss;
+            }
+            let mut idx = 0;
+            for out in self.test_nets[id].outputs() {
+                for v in out.values {
+                    if i == 0 {
+                        scores.push(v);
+                        names.push((out.name.clone(), out.loss_weight));
+                    } else if let Some(s) = scores.get_mut(idx) {
+                        *s += v;
+                    }
+                    idx += 1;
+                }
+            }
+        }
+        if self.requested_early_exit {
+            info(site::SOLVER_TEST_INTERRUPTED, "Test interrupted.");
+            return Ok(());
+        }
+        if self.param.test_compute_loss() {
+            loss /= n_iter as f32;
+            info(site::SOLVER_TEST_LOSS, &format!("Test loss: {}", g(loss)));
+        }
+        let mut out = Vec::with_capacity(scores.len());
+        for (i, (s, (name, w))) in scores.iter().zip(names).enumerate() {
+            let mean = s / n_iter as f32;
+            info(
+                site::SOLVER_TEST_OUTPUT,
+                &format!(
+                    "    Test net output #{i}: {name} = {}{}",
+                    g(mean),
+                    loss_suffix(w, mean)
+                ),
+            );
+            out.push(TestScore {
+                name,
+                value: mean,
+                loss_weight: w,
+            });
+        }
+        self.test_scores[id] = out;
+        Ok(())
+    }
+
+    // ------------------------------------------------------- snapshots --
+
+    fn snapshot_filename(&self, ext: &str) -> String {
+        format!("{}_iter_{}{ext}", self.param.snapshot_prefix(), self.iter)
+    }
+
+    /// Write `<prefix>_iter_<iter>.caffemodel` and `.solverstate` (each to
+    /// a temporary file renamed into place). Returns the two paths.
+    pub fn snapshot(&mut self) -> Result<(PathBuf, PathBuf)> {
+        let model = self.snapshot_filename(".caffemodel");
+        info(
+            site::SOLVER_SNAPSHOT_MODEL,
+            &format!("Snapshotting to binary proto file {model}"),
+        );
+        binary::write_net_binary(
+            Path::new(&model),
+            &self.net.to_proto(self.param.snapshot_diff()),
+        )?;
+        let state = self.solver_state(&model);
+        let state_file = self.snapshot_filename(".solverstate");
+        info(
+            site::SGD_SNAPSHOT_STATE,
+            &format!("Snapshotting solver state to binary proto file {state_file}"),
+        );
+        binary::write_solver_state(Path::new(&state_file), &state)?;
+        Ok((model.into(), state_file.into()))
+    }
+
+    /// The solverstate Caffe writes: iteration, model file, history blobs
+    /// (set by set), lr step.
+    pub fn solver_state(&self, learned_net: &str) -> SolverState {
+        SolverState {
+            iter: Some(self.iter),
+            learned_net: Some(learned_net.to_string()),
+            history: self.history().map(|b| b.to_proto(false)).collect(),
+            current_step: Some(self.current_step),
+        }
+    }
+
+    /// Resume from a `.solverstate` (Caffe's `Restore`): iteration, lr
+    /// step, the weights of `learned_net` (into the train net; test nets
+    /// follow at the next test) and the history.
+    pub fn restore(&mut self, state_file: &Path) -> Result<()> {
+        if state_file.to_string_lossy().ends_with(".h5") {
+            return Err(Error::Solver(format!(
+                "{}: HDF5 solver states are not supported by this build",
+                state_file.display()
+            )));
+        }
+        let state = binary::read_solver_state(state_file)?;
+        let expected: usize = self.history.iter().map(Vec::len).sum();
+        if state.history.len() != expected {
+            let hint = if state.history.is_empty() && state.iter.is_none() {
+                " (is it a .caffemodel? --snapshot needs the .solverstate file)"
+            } else {
+                ""
+            };
+            return Err(Error::Solver(format!(
+                "{}: Incorrect length of history blobs ({} vs. {expected} for a {} solver \
+                 on this net){hint}",
+                state_file.display(),
+                state.history.len(),
+                self.rule.type_name()
+            )));
+        }
+        if let Some(learned) = state.learned_net.as_deref().filter(|s| !s.is_empty()) {
+            let path = Self::resolve_learned_net(learned, state_file);
+            let weights = upgrade::load_net_binary(&path)?;
+            for ignored in self.net.copy_trained_layers_from(&weights)? {
+                info("net.cpp:1080", &format!("Ignoring source layer {ignored}"));
+            }
+        }
+        self.iter = state.iter();
+        self.current_step = state.current_step();
+        info(site::SGD_RESTORING_HISTORY, "SGDSolver: restoring history");
+        let n = self.net.num_learnable();
+        for (k, proto) in state.history.iter().enumerate() {
+            let (set, i) = (k / n.max(1), k % n.max(1));
+            let restored = Blob::from_proto(&*self.be, proto).map_err(|e| {
+                Error::Solver(format!("{}: history blob {k}: {e}", state_file.display()))
+            })?;
+            let want = self.net.learnable(i).count();
+            if restored.count() != want {
+                return Err(Error::Solver(format!(
+                    "{}: history blob {k} has shape {} but parameter '{}' has {} values",
+                    state_file.display(),
+                    restored.shape_string(),
+                    self.net.learnable_name(i),
+                    want
+                )));
+            }
+            self.history[set][i] = restored;
+        }
+        Ok(())
+    }
+
+    /// `learned_net` as written (relative to the directory training ran
+    /// in); if that does not exist, next to the solverstate (so moved
+    /// snapshot pairs still resume).
+    fn resolve_learned_net(learned: &str, state_file: &Path) -> PathBuf {
+        let p = PathBuf::from(learned);
+        if p.exists() || p.is_absolute() {
+            return p;
+        }
+        if let (Some(dir), Some(name)) = (state_file.parent(), p.file_name()) {
+            let beside = dir.join(name);
+            if beside.exists() {
+                return beside;
+            }
+        }
+        p
+    }
+}
+
+/// ` (* w = w·v loss)` for outputs with a loss weight, else nothing.
+fn loss_suffix(w: f32, v: f32) -> String {
+    if w != 0.0 {
+        format!(" (* {} = {} loss)", g(w), g(w * v))
+    } else {
+        String::new()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,292 @@
+//! Solver tests on a tiny net (Input → InnerProduct → SoftmaxWithLoss)
+//! with fixed inputs, so every step's gradient is reproducible and the
+//! update pipeline can be checked against a hand computation.
+use std::sync::Arc;
+
+use super::*;
+use crate::backend::cpu::CpuBackend;
+
+const NET: &str = r#"
+name: "tiny"
+layer { name: "in" type: "Input" top: "x" top: "y"
+        input_param { shape { dim: 4 dim: 3 } shape { dim: 4 } } }
+layer { name: "ip" type: "InnerProduct" bottom: "x" top: "z"
+        param { lr_mult: 1 decay_mult: 1 } param { lr_mult: 2 decay_mult: 0 }
+        inner_product_param { num_output: 3
+          weight_filler { type: "gaussian" std: 0.5 }
+          bias_filler { type: "constant" value: 0.1 } } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "z" bottom: "y" top: "loss" }
+"#;
+
+const X: [f32; 12] = [
+    0.5, -1.0, 2.0, 1.5, 0.25, -0.5, -2.0, 1.0, 0.75, 0.1, 0.2, -0.3,
+];
+const Y: [f32; 4] = [0.0, 2.0, 1.0, 2.0];
+
+fn be() -> Arc<dyn Backend> {
+    Arc::new(CpuBackend::new())
+}
+
+/// A solver over the tiny net; `extra` is appended to the solver text.
+fn solver(extra: &str) -> Solver {
+    let mut text = format!(
+        "net_param {{ {NET} }} max_iter: 100 random_seed: 7 snapshot_after_train: false {extra}"
+    );
+    // Defaults unless `extra` sets them (text format forbids repeats).
+    if !extra.contains("lr_policy") {
+        text.push_str(" lr_policy: \"fixed\"");
+    }
+    if !extra.contains("base_lr") {
+        text.push_str(" base_lr: 0.1");
+    }
+    let param = text::parse_solver_text(&text, "test_solver").unwrap();
+    let mut s = Solver::new(param, be()).unwrap();
+    feed(s.net_mut());
+    s
+}
+
+fn feed(net: &mut Net) {
+    net.set_input("x", &X).unwrap();
+    net.set_input("y", &Y).unwrap();
+}
+
+fn weights(net: &Net) -> Vec<Vec<f32>> {
+    (0..net.num_learnable())
+        .map(|i| net.learnable(i).data_vec())
+        .collect()
+}
+
+/// The gradient of the tiny net's loss at `w` (diffs of a fresh net).
+fn gradient_at(s: &Solver, w: &[Vec<f32>]) -> Vec<Vec<f32>> {
+    let param = text::parse_net_text(NET, "tiny").unwrap();
+    let mut net = Net::new(&param, &NetOptions::new(Phase::Train), be()).unwrap();
+    for (i, v) in w.iter().enumerate() {
+        net.learnable_mut(i).set_data(v).unwrap();
+    }
+    feed(&mut net);
+    net.clear_param_diffs();
+    net.forward_backward().unwrap();
+    assert_eq!(net.num_learnable(), s.net().num_learnable());
+    (0..net.num_learnable())
+        .map(|i| net.learnable(i).diff_vec())
+        .collect()
+}
+
+fn assert_close(a: &[Vec<f32>], b: &[Vec<f32>], tol: f32) {
+    for (x, y) in a.iter().flatten().zip(b.iter().flatten()) {
+        assert!((x - y).abs() <= tol * (1.0 + y.abs()), "{a:?}\nvs\n{b:?}");
+    }
+}
+
+#[test]
+fn sgd_pipeline_matches_hand_computation() {
+    // lr_mult 1/2 and decay_mult 1/0 from the net; momentum and decay here.
+    let mut s = solver("momentum: 0.9 weight_decay: 0.01");
+    let (lr_mult, decay_mult) = ([1.0f32, 2.0], [1.0f32, 0.0]);
+    let mut w = weights(s.net());
+    let mut h: Vec<Vec<f32>> = w.iter().map(|v| vec![0.0; v.len()]).collect();
+    for _ in 0..3 {
+        let g = gradient_at(&s, &w);
+        for i in 0..2 {
+            for k in 0..w[i].len() {
+                let grad = g[i][k] + 0.01 * decay_mult[i] * w[i][k];
+                h[i][k] = 0.9 * h[i][k] + 0.1 * lr_mult[i] * grad;
+                w[i][k] -= h[i][k];
+            }
+        }
+        s.step(1).unwrap();
+        assert_close(&weights(s.net()), &w, 1e-5);
+    }
+    assert_eq!(s.iter(), 3);
+    let hist: Vec<Vec<f32>> = s.history().map(|b| b.data_vec()).collect();
+    assert_close(&hist, &h, 1e-5);
+}
+
+#[test]
+fn l1_decay_uses_the_sign_of_the_weights() {
+    let mut s = solver("weight_decay: 0.05 regularization_type: \"L1\"");
+    let w0 = weights(s.net());
+    let g = gradient_at(&s, &w0);
+    s.step(1).unwrap();
+    let sign = |x: f32| (x > 0.0) as i32 as f32 - (x < 0.0) as i32 as f32;
+    let want: Vec<Vec<f32>> = (0..2)
+        .map(|i| {
+            let (lm, dm) = ([1.0f32, 2.0][i], [1.0f32, 0.0][i]);
+            w0[i]
+                .iter()
+                .zip(&g[i])
+                .map(|(&w, &gr)| w - 0.1 * lm * (gr + 0.05 * dm * sign(w)))
+                .collect()
+        })
+        .collect();
+    assert_close(&weights(s.net()), &want, 1e-6);
+}
+
+#[test]
+fn iter_size_averages_the_accumulated_gradient() {
+    // The same batch twice: the sum halved is the single gradient exactly.
+    let mut a = solver("momentum: 0.9");
+    let mut b = solver("momentum: 0.9 iter_size: 2");
+    a.step(3).unwrap();
+    b.step(3).unwrap();
+    assert_eq!(weights(a.net()), weights(b.net()));
+    assert_eq!(a.smoothed_loss(), b.smoothed_loss());
+}
+
+#[test]
+fn clipping_limits_the_global_norm() {
+    let mut s = solver("base_lr: 1 clip_gradients: 0.001");
+    let w0 = weights(s.net());
+    s.step(1).unwrap();
+    let w1 = weights(s.net());
+    // Step = lr_mult · clipped gradient; undo the bias lr_mult of 2.
+    let mut sq = 0.0f32;
+    for (i, lm) in [1.0f32, 2.0].iter().enumerate() {
+        for (a, b) in w0[i].iter().zip(&w1[i]) {
+            sq += ((a - b) / lm).powi(2);
+        }
+    }
+    assert!((sq.sqrt() - 0.001).abs() < 1e-6, "{}", sq.sqrt());
+}
+
+#[test]
+fn smoothed_loss_is_a_running_then_windowed_mean() {
+    let mut s = solver("average_loss: 3");
+    s.losses.clear();
+    s.smoothed_loss = 0.0;
+    let start = s.iter;
+    let mut seen = Vec::new();
+    for (k, l) in [3.0f32, 6.0, 9.0, 12.0, 0.0].into_iter().enumerate() {
+        s.iter = start + k as i32;
+        s.update_smoothed_loss(l, start, 3);
+        seen.push(s.smoothed_loss);
+    }
+    assert_eq!(seen, vec![3.0, 4.5, 6.0, 9.0, 7.0]);
+}
+
+#[test]
+fn snapshot_and_restore_continue_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    for ty in SOLVER_TYPES {
+        let extra = match *ty {
+            "AdaGrad" | "RMSProp" => String::new(),
+            _ => "momentum: 0.9".to_string(),
+        };
+        let prefix = dir.path().join(ty).display().to_string();
+        let cfg = format!(
+            "type: \"{ty}\" {extra} weight_decay: 0.001 snapshot_prefix: \"{prefix}\" \
+             lr_policy: \"multistep\" gamma: 0.5 stepvalue: 2 stepvalue: 4"
+        );
+        let mut straight = solver(&cfg);
+        straight.step(6).unwrap();
+
+        let mut first = solver(&cfg);
+        first.step(3).unwrap();
+        let (model, state) = first.snapshot().unwrap();
+        assert!(model.ends_with(format!("{ty}_iter_3.caffemodel")));
+        let mut resumed = solver(&cfg);
+        resumed.restore(&state).unwrap();
+        assert_eq!((resumed.iter(), resumed.current_step()), (3, 1));
+        resumed.step(3).unwrap();
+
+        assert_eq!(weights(resumed.net()), weights(straight.net()), "{ty}");
+        let h = |s: &Solver| s.history().map(|b| b.data_vec()).collect::<Vec<_>>();
+        assert_eq!(h(&resumed), h(&straight), "{ty}");
+        assert_eq!(resumed.current_step(), 2);
+        let sets = straight.update_rule().history_sets();
+        assert_eq!(straight.history().count(), 2 * sets);
+    }
+}
+
+#[test]
+fn restore_refuses_a_model_or_a_mismatched_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = dir.path().join("s").display().to_string();
+    let mut s = solver(&format!("snapshot_prefix: \"{prefix}\""));
+    s.step(1).unwrap();
+    let (model, state) = s.snapshot().unwrap();
+    let e = solver("").restore(&model).unwrap_err().to_string();
+    assert!(
+        e.contains("Incorrect length of history blobs (0 vs. 2"),
+        "{e}"
+    );
+    assert!(e.contains(".solverstate"), "{e}");
+    // SGD (1 set) → Adam (2 sets) must fail, as in Caffe.
+    let e = solver("type: \"Adam\"")
+        .restore(&state)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("(2 vs. 4"), "{e}");
+    // The state names the model by the path it was written to.
+    let st = binary::read_solver_state(&state).unwrap();
+    assert_eq!(st.learned_net(), model.display().to_string());
+    assert_eq!(st.iter(), 1);
+}
+
+#[test]
+fn stop_request_ends_early_with_a_final_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = dir.path().join("stop").display().to_string();
+    let text = format!(
+        "net_param {{ {NET} }} base_lr: 0.1 lr_policy: \"fixed\" max_iter: 100 display: 1 \
+         snapshot_prefix: \"{prefix}\""
+    );
+    let mut s = Solver::new(text::parse_solver_text(&text, "s").unwrap(), be()).unwrap();
+    feed(s.net_mut());
+    let mut polls = 0;
+    s.set_action_fn(Box::new(move || {
+        polls += 1;
+        match polls {
+            2 => SolverAction::Snapshot,
+            4 => SolverAction::Stop,
+            _ => SolverAction::None,
+        }
+    }));
+    s.solve().unwrap();
+    assert!(s.requested_early_exit());
+    assert_eq!(s.iter(), 4);
+    assert!(Path::new(&format!("{prefix}_iter_2.caffemodel")).exists());
+    assert!(Path::new(&format!("{prefix}_iter_4.solverstate")).exists());
+}
+
+#[test]
+fn test_nets_average_their_outputs() {
+    let text = format!(
+        "net_param {{ {NET} }} base_lr: 0.1 lr_policy: \"fixed\" max_iter: 1 test_iter: 3 \
+         test_iter: 2 test_interval: 1 test_compute_loss: true"
+    );
+    let mut s = Solver::new(text::parse_solver_text(&text, "s").unwrap(), be()).unwrap();
+    assert_eq!(s.test_nets().len(), 2);
+    s.test_all().unwrap();
+    for scores in s.test_scores() {
+        assert_eq!(scores.len(), 1);
+        assert_eq!(scores[0].name, "loss");
+        assert_eq!(scores[0].loss_weight, 1.0);
+        assert!(scores[0].value.is_finite());
+    }
+}
+
+#[test]
+fn settings_are_checked_before_training() {
+    let make = |extra: &str| {
+        let text = format!("net_param {{ {NET} }} lr_policy: \"fixed\" {extra}");
+        Solver::new(text::parse_solver_text(&text, "s").unwrap(), be())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    };
+    assert!(make("average_loss: 0").contains("average_loss"));
+    assert!(make("test_iter: 1").contains("test_interval"));
+    assert!(make("regularization_type: \"L3\"").contains("L3"));
+    assert!(make("type: \"Foo\"").contains("Unknown solver type: Foo"));
+    assert!(make("snapshot: 10 snapshot_prefix: \"/nonexistent/dir/x\"")
+        .contains("Cannot write to snapshot prefix"));
+    let none = Solver::new(
+        text::parse_solver_text("lr_policy: \"fixed\"", "s").unwrap(),
+        be(),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(none.contains("must specify a train net"), "{none}");
+}
