@@ -200,7 +200,7 @@ mod tests {
 
     #[test]
     fn ostream_number_format() {
-        assert_eq!(g(2.302585f32), "2.30259");
+        assert_eq!(g(std::f32::consts::LN_10), "2.30259");
         assert_eq!(g(0.00992565f32), "0.00992565");
         assert_eq!(g(0.01f32), "0.01");
         assert_eq!(g(1e-5f32), "1e-05");

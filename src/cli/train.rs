@@ -84,6 +84,8 @@ pub fn run(a: &TrainArgs) -> anyhow::Result<ExitCode> {
     let sigint = SolverAction::parse(&a.sigint_effect)?;
     let sighup = SolverAction::parse(&a.sighup_effect)?;
 
+    // The device first: a --gpu request fails before any file is read.
+    let be = backend_for(&a.gpu)?;
     let mut param = upgrade::load_solver(Path::new(&a.solver))?;
     let state = param.train_state.get_or_insert_with(NetState::default);
     state.level = Some(a.level);
@@ -96,7 +98,6 @@ pub fn run(a: &TrainArgs) -> anyhow::Result<ExitCode> {
              the CPU.",
         );
     }
-    let be = backend_for(&a.gpu)?;
     info(site::CAFFE_TRAIN_USE_CPU, "Use CPU.");
 
     // As Caffe master: --weights replaces the solver's `weights`, a resume

@@ -3,6 +3,7 @@
 //! planar (CHW) BGR values.
 use prost::Message;
 
+use super::jpeg::{decode_jpeg, JpegOut};
 use super::source::key_string;
 use crate::error::{Error, Result};
 use crate::proto::caffe::Datum;
@@ -106,15 +107,45 @@ pub fn decode_datum(value: &[u8], key: &[u8], color: ColorMode) -> Result<Decode
     })
 }
 
-/// OpenCV's 8-bit RGB → grey (`cvtColor`, fixed point with 14 fraction bits).
-fn gray(r: u8, g: u8, b: u8) -> u8 {
-    ((r as u32 * 4899 + g as u32 * 9617 + b as u32 * 1868 + (1 << 13)) >> 14) as u8
+/// libpng's RGB → grey as OpenCV's PNG reader asks for it
+/// (`png_set_rgb_to_gray(.., 0.299, 0.587)`: 15-bit weights, truncated).
+fn png_gray(r: u8, g: u8, b: u8) -> u8 {
+    ((r as u32 * 9797 + g as u32 * 19234 + b as u32 * 3737) >> 15) as u8
 }
 
-/// Decode an image file (JPEG, PNG) into planar BGR (or grey) bytes. Native
-/// mode keeps 1 channel for grey images, 3 (BGR) for colour and 4 (BGRA)
-/// with alpha, as `imdecode(..., IMREAD_UNCHANGED)`. The label is 0.
+/// Planes (R, G, B[, A] or grey) → planar BGR[A] / grey bytes.
+fn to_bgr_planar(planes: Vec<Vec<u8>>) -> Vec<u8> {
+    let mut planes = planes;
+    if planes.len() >= 3 {
+        planes.swap(0, 2);
+    }
+    planes.concat()
+}
+
+/// Decode an image file into planar BGR (or grey) bytes as OpenCV's
+/// `imdecode` does. Native mode keeps 1 channel for grey images, 3 (BGR)
+/// for colour and 4 (BGRA) with alpha, like `IMREAD_UNCHANGED`. Baseline
+/// JPEGs go through `jpeg::decode_jpeg` (libjpeg's exact output); other
+/// formats and JPEG variants through the `image` crate. The label is 0.
 pub fn decode_image(bytes: &[u8], color: ColorMode) -> std::result::Result<DecodedDatum, String> {
+    if bytes.starts_with(&[0xFF, 0xD8]) {
+        let out = match color {
+            ColorMode::Native => JpegOut::Native,
+            ColorMode::Color => JpegOut::Rgb,
+            ColorMode::Gray => JpegOut::Gray,
+        };
+        if let Some(img) =
+            decode_jpeg(bytes, out).map_err(|e| format!("cannot decode image: {e}"))?
+        {
+            return Ok(DecodedDatum {
+                channels: img.planes.len(),
+                height: img.height,
+                width: img.width,
+                pixels: Pixels::U8(to_bgr_planar(img.planes)),
+                label: 0,
+            });
+        }
+    }
     use image::DynamicImage as D;
     let img = image::load_from_memory(bytes).map_err(|e| format!("cannot decode image: {e}"))?;
     let (w, h) = (img.width() as usize, img.height() as usize);
@@ -135,20 +166,18 @@ pub fn decode_image(bytes: &[u8], color: ColorMode) -> std::result::Result<Decod
         ColorMode::Gray => 1,
     };
     let rgba = img.to_rgba8();
-    let plane = h * w;
-    let mut out = vec![0u8; channels * plane];
+    let n = h * w;
+    let mut planes = vec![vec![0u8; n]; channels];
     for (i, p) in rgba.pixels().enumerate() {
         let [r, g, b, a] = p.0;
-        match channels {
-            1 if native == 1 => out[i] = r,
-            1 => out[i] = gray(r, g, b),
-            _ => {
-                out[i] = b;
-                out[plane + i] = g;
-                out[2 * plane + i] = r;
-                if channels == 4 {
-                    out[3 * plane + i] = a;
-                }
+        if channels == 1 {
+            planes[0][i] = if native == 1 { r } else { png_gray(r, g, b) };
+        } else {
+            planes[0][i] = r;
+            planes[1][i] = g;
+            planes[2][i] = b;
+            if channels == 4 {
+                planes[3][i] = a;
             }
         }
     }
@@ -156,7 +185,7 @@ pub fn decode_image(bytes: &[u8], color: ColorMode) -> std::result::Result<Decod
         channels,
         height: h,
         width: w,
-        pixels: Pixels::U8(out),
+        pixels: Pixels::U8(to_bgr_planar(planes)),
         label: 0,
     })
 }
@@ -252,8 +281,8 @@ mod tests {
         let g = decode_image(&png, ColorMode::Gray).unwrap();
         assert_eq!(
             g.pixels,
-            Pixels::U8(vec![gray(10, 20, 30), gray(40, 50, 60)])
+            Pixels::U8(vec![png_gray(10, 20, 30), png_gray(40, 50, 60)])
         );
-        assert_eq!(gray(255, 255, 255), 255);
+        assert_eq!(png_gray(255, 255, 255), 255);
     }
 }

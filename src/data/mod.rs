@@ -6,6 +6,7 @@
 //! rank of world) → `decode_datum` → `DataTransformer` → `Prefetcher` →
 //! the Data layer's tops.
 pub mod datum;
+pub mod jpeg;
 pub mod lmdb;
 pub mod mnist;
 pub mod prefetch;

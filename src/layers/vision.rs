@@ -77,10 +77,12 @@ mod tests {
             layers.push((l, b, top, pids));
             b = top;
         }
-        let mut best = f64::MAX;
+        let nl = layers.len();
+        let (mut best, mut fwd, mut bwd) = (f64::MAX, vec![f64::MAX; nl], vec![f64::MAX; nl]);
         for _ in 0..iters {
             let t0 = Instant::now();
-            for (l, b, t, p) in layers.iter_mut() {
+            for (i, (l, b, t, p)) in layers.iter_mut().enumerate() {
+                let t1 = Instant::now();
                 let mut io = Io::new(
                     &mut arena,
                     std::slice::from_ref(b),
@@ -89,8 +91,10 @@ mod tests {
                 );
                 l.reshape(&mut cx, &mut io).unwrap();
                 l.forward(&mut cx, &mut io).unwrap();
+                fwd[i] = fwd[i].min(t1.elapsed().as_secs_f64() * 1e3);
             }
             for (i, (l, b, t, p)) in layers.iter_mut().enumerate().rev() {
+                let t1 = Instant::now();
                 let mut io = Io::new(
                     &mut arena,
                     std::slice::from_ref(b),
@@ -98,8 +102,17 @@ mod tests {
                     p,
                 );
                 l.backward(&mut cx, &mut io, &[i > 0]).unwrap();
+                bwd[i] = bwd[i].min(t1.elapsed().as_secs_f64() * 1e3);
             }
             best = best.min(t0.elapsed().as_secs_f64() * 1e3);
+        }
+        for i in 0..nl {
+            eprintln!(
+                "  {:<12} forward {:7.2} ms  backward {:7.2} ms",
+                layers[i].0.type_name(),
+                fwd[i],
+                bwd[i]
+            );
         }
         best
     }

@@ -104,6 +104,19 @@ fn decode_nonempty<M: NamedMessage>(path: &Path) -> Result<M> {
 /// Write `bytes` to `path` atomically: a temporary file in the same
 /// directory, flushed and synced, then renamed over `path`.
 pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    // Through a symlink, as Caffe's ofstream writes: replace the file it
+    // points to, not the link.
+    let resolved;
+    let path = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => match std::fs::canonicalize(path) {
+            Ok(p) => {
+                resolved = p;
+                resolved.as_path()
+            }
+            Err(_) => path,
+        },
+        _ => path,
+    };
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -204,6 +217,26 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("m.caffemodel")]);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn atomic_write_goes_through_symlinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("real.caffemodel");
+        let link = dir.path().join("link.caffemodel");
+        std::fs::write(&target, b"old").unwrap();
+        std::os::unix::fs::symlink("real.caffemodel", &link).unwrap();
+        let net = NetParameter {
+            name: Some("n".into()),
+            ..Default::default()
+        };
+        write_net_binary(&link, &net).unwrap();
+        assert!(std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(read_net_binary(&target).unwrap(), net);
     }
 
     #[test]

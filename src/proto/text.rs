@@ -86,8 +86,14 @@ pub fn parse_solver_text(text: &str, path: &str) -> Result<SolverParameter> {
     parse_text(text, path, "caffe.SolverParameter")
 }
 
+/// C++ reads bytes; a stray Latin-1 byte in a comment must not stop us, so
+/// invalid UTF-8 becomes U+FFFD rather than an error.
 fn read(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|e| Error::io(path, e))
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    Ok(match String::from_utf8(bytes) {
+        Ok(s) => s,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    })
 }
 
 /// Read a net prototxt as written (no upgrade).

@@ -40,14 +40,21 @@ impl Note {
 
 /// What an upgrade did: Caffe's messages, and whether every field found a
 /// home (Caffe's `success`; on `false` Caffe continues with what it has).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {
     pub notes: Vec<Note>,
     pub success: bool,
 }
 
+impl Default for Report {
+    fn default() -> Self {
+        Report::new()
+    }
+}
+
 impl Report {
-    fn new() -> Self {
+    /// An empty, successful report (for calling the single steps).
+    pub fn new() -> Self {
         Report {
             notes: Vec::new(),
             success: true,

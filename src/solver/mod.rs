@@ -783,7 +783,20 @@ impl Solver {
                 state_file.display()
             )));
         }
-        let state = binary::read_solver_state(state_file)?;
+        let state = match binary::read_solver_state(state_file) {
+            Ok(s) => s,
+            // A common mix-up (Caffe's "Incorrect length of history blobs").
+            Err(e) => match binary::read_net_binary(state_file) {
+                Ok(net) if !net.layer.is_empty() || !net.layers.is_empty() => {
+                    return Err(Error::Solver(format!(
+                        "{}: this is a model (.caffemodel), not a solver state; --snapshot \
+                         needs the .solverstate file written next to it",
+                        state_file.display()
+                    )))
+                }
+                _ => return Err(e),
+            },
+        };
         let expected: usize = self.history.iter().map(Vec::len).sum();
         if state.history.len() != expected {
             let hint = if state.history.is_empty() && state.iter.is_none() {

@@ -740,3 +740,24 @@ mod tests {
         close(&run(g.col_len()), &full, 1e-5);
     }
 }
+#[cfg(test)]
+mod bench_tmp {
+    use super::*;
+    #[test]
+    #[ignore]
+    fn sgemm_shapes() {
+        for &(ta, tb, m, n, k) in &[(false, false, 32, 256, 800), (false, true, 32, 800, 256), (true, false, 800, 256, 32), (false, false, 50, 64, 500), (false,false,256,256,256)] {
+            let a = vec![0.5f32; m * k];
+            let b = vec![0.25f32; k * n];
+            let mut c = vec![0.0f32; m * n];
+            let mut best = f64::MAX;
+            for _ in 0..50 {
+                let t = std::time::Instant::now();
+                rayon::scope(|_| {});
+                sgemm(ta, tb, m, n, k, 1.0, &a, &b, 0.0, &mut c);
+                best = best.min(t.elapsed().as_secs_f64());
+            }
+            eprintln!("{ta} {tb} {m}x{n}x{k}: {:.3} ms, {:.1} GFLOP/s", best * 1e3, 2.0 * (m * n * k) as f64 / best / 1e9);
+        }
+    }
+}

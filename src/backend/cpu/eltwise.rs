@@ -16,7 +16,12 @@ impl EltwiseOps for CpuBackend {
         let (x, y, mask) = (x.host(n), y.host(n), mask.host(n));
         let idx = index as f32;
         let step = |((y, m), &x): ((&mut f32, &mut f32), &f32)| {
-            let take = if index == 1 { !(*y > x) } else { x > *y };
+            // Bottom 1 wins unless bottom 0 is strictly greater (NaN included).
+            let take = if index == 1 {
+                *y <= x || y.is_nan() || x.is_nan()
+            } else {
+                x > *y
+            };
             if take {
                 *y = x;
                 *m = idx;

@@ -24,7 +24,7 @@ pub struct Concat {
 
 impl Concat {
     pub fn new(lp: &LayerParameter) -> Result<Self> {
-        let p = lp.concat_param.clone().unwrap_or_default();
+        let p = lp.concat_param.unwrap_or_default();
         let spec = match (p.axis.is_some(), p.concat_dim.is_some()) {
             (true, true) => {
                 return Err(layer_err!(

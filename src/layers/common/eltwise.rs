@@ -133,10 +133,7 @@ impl Layer for Eltwise {
         let n = io.top(0).count();
         let nb = io.n_bottoms();
         let be = &cx.be;
-        for i in 0..nb {
-            if !propagate_down[i] {
-                continue;
-            }
+        for (i, _) in propagate_down.iter().enumerate().filter(|(_, &p)| p) {
             match self.op {
                 EltwiseOp::Prod => {
                     if self.stable_prod_grad {

@@ -14,7 +14,7 @@ pub struct Flatten {
 
 impl Flatten {
     pub fn new(lp: &LayerParameter) -> Result<Self> {
-        let p = lp.flatten_param.clone().unwrap_or_default();
+        let p = lp.flatten_param.unwrap_or_default();
         Ok(Flatten {
             axis: p.axis(),
             end_axis: p.end_axis(),

@@ -32,9 +32,9 @@ fn split_copies_and_sums() {
     let mut cx = cpu_ctx(Phase::Train);
     let mut a = vec![x.clone(), Blob::default(), Blob::default(), Blob::default()];
     run_forward(l.as_mut(), &mut cx, &mut a, &[0], &[1, 2, 3], &[]).unwrap();
-    for t in 1..4 {
-        assert_eq!(a[t].data_vec(), x.data_vec());
-        a[t].set_diff(&[t as f32; 6]).unwrap();
+    for (t, b) in a.iter_mut().enumerate().skip(1) {
+        assert_eq!(b.data_vec(), x.data_vec());
+        b.set_diff(&[t as f32; 6]).unwrap();
     }
     l.backward(
         &mut cx,
@@ -436,8 +436,8 @@ fn dummy_data_defaults_and_legacy_shapes() {
     let text = r#"type: "DummyData" dummy_data_param { data_filler { type: "uniform" min: 1 max: 2 } shape { dim: 50 } }"#;
     let mut a = vec![Blob::default(), Blob::default()];
     run_forward(layer(text).as_mut(), &mut cx, &mut a, &[], &[0, 1], &[]).unwrap();
-    for t in 0..2 {
-        assert!(a[t].data_vec().iter().all(|v| (1.0..=2.0).contains(v)));
+    for b in &a {
+        assert!(b.data_vec().iter().all(|v| (1.0..=2.0).contains(v)));
     }
     assert_ne!(a[0].data_vec(), a[1].data_vec());
 }

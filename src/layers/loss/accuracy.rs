@@ -18,7 +18,7 @@ pub struct Accuracy {
 
 impl Accuracy {
     pub fn new(lp: &LayerParameter) -> Result<Self> {
-        let p = lp.accuracy_param.clone().unwrap_or_default();
+        let p = lp.accuracy_param.unwrap_or_default();
         Ok(Accuracy {
             top_k: p.top_k() as usize,
             axis: p.axis(),

@@ -376,7 +376,7 @@ mod tests {
              pad: 0 pad: 1 pad: 0 dilation: 2 }",
             &[&[2, 3, 2, 5, 6, 4]],
         );
-        assert_eq!(tops[0].shape(), &[2, 3, 2, 3, 3, 4]);
+        assert_eq!(tops[0].shape(), &[2, 3, 2, 3, 2, 4]);
     }
 
     #[test]

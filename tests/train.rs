@@ -1,0 +1,477 @@
+//! `rcaffe train` against real Caffe's 50-iteration LeNet runs in
+//! `../shared/golden/train/<case>/`: the same solver and initial weights,
+//! compared through the log (losses, learning rates, tests), the final
+//! snapshot and the solverstate; plus resume from Caffe's own solverstate
+//! and an exact snapshot/resume round trip.
+//!
+//! Tolerances (golden README): printed losses agree to one unit of the
+//! 6th significant digit for iterations 0-9 and within 1% to 50; the lr
+//! column exactly; test accuracy within 0.01 (5 of 500 images); final
+//! weights within 1e-2 relative L2.
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use rcaffe::proto::binary;
+use rcaffe::proto::caffe::NetParameter;
+
+fn golden() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/golden/train")
+}
+
+/// A scratch folder holding `case`'s net (data sources made absolute)
+/// and solver, ready to run from.
+fn stage(case: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let src = golden().join(case);
+    let data = golden().join("data").canonicalize().unwrap();
+    for f in std::fs::read_dir(&src).unwrap() {
+        let p = f.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        if name.ends_with(".prototxt") {
+            let text = std::fs::read_to_string(&p)
+                .unwrap()
+                .replace("\"../data/", &format!("\"{}/", data.display()));
+            std::fs::write(dir.path().join(&name), text).unwrap();
+        }
+    }
+    dir
+}
+
+/// Run `rcaffe train` in `dir`; returns the log (stderr).
+fn train(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_rcaffe"))
+        .arg("train")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "rcaffe train failed:\n{log}");
+    log
+}
+
+fn init_weights() -> String {
+    golden().join("init.caffemodel").display().to_string()
+}
+
+#[derive(Debug, Default)]
+struct Parsed {
+    /// (iteration, displayed loss), including the final forward-only line.
+    losses: Vec<(i32, f64)>,
+    lrs: Vec<(i32, String)>,
+    /// (iteration, accuracy, loss) per test pass.
+    tests: Vec<(i32, f64, f64)>,
+    /// (L2 norm, scale factor) of each clipping line.
+    clips: Vec<(f64, f64)>,
+    multistep: Vec<String>,
+}
+
+fn num_after<'a>(line: &'a str, marker: &str) -> Option<&'a str> {
+    let rest = &line[line.find(marker)? + marker.len()..];
+    Some(rest.split([' ', ',', ')']).next().unwrap_or(rest))
+}
+
+fn parse(log: &str) -> Parsed {
+    let mut p = Parsed::default();
+    let mut testing: Option<i32> = None;
+    let mut acc = f64::NAN;
+    for line in log.lines() {
+        let Some((_, msg)) = line.split_once("] ") else {
+            continue;
+        };
+        let iter = || num_after(msg, "Iteration ").and_then(|s| s.parse::<i32>().ok());
+        if msg.contains(", Testing net (#") {
+            testing = iter();
+        } else if msg.contains("Test net output #0: accuracy = ") {
+            acc = num_after(msg, "accuracy = ").unwrap().parse().unwrap();
+        } else if msg.contains("Test net output #1: loss = ") {
+            let loss = num_after(msg, "loss = ").unwrap().parse().unwrap();
+            p.tests.push((testing.take().unwrap(), acc, loss));
+        } else if msg.starts_with("Iteration ") && msg.contains(", lr = ") {
+            let lr = num_after(msg, "lr = ").unwrap().to_string();
+            p.lrs.push((iter().unwrap(), lr));
+        } else if msg.starts_with("Iteration ") && msg.contains("loss = ") {
+            let loss = num_after(msg, "loss = ").unwrap().parse().unwrap();
+            p.losses.push((iter().unwrap(), loss));
+        } else if msg.starts_with("Gradient clipping") {
+            let norm = num_after(msg, "L2 norm ").unwrap().parse().unwrap();
+            let scale = num_after(msg, "scale factor ").unwrap().parse().unwrap();
+            p.clips.push((norm, scale));
+        } else if msg.starts_with("MultiStep Status") {
+            p.multistep.push(msg.to_string());
+        }
+    }
+    p
+}
+
+fn tsv(path: &Path) -> Vec<Vec<String>> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .skip(1)
+        .map(|l| l.split('\t').map(str::to_string).collect())
+        .collect()
+}
+
+/// `got` is within one unit of the 6th significant digit of `want`.
+fn six_digits(got: f64, want: f64) -> bool {
+    let unit = 10f64.powf(want.abs().log10().floor() - 5.0);
+    (got - want).abs() <= unit * 1.0001
+}
+
+fn check_losses(case: &str, got: &Parsed, want: &[Vec<String>], col: usize) {
+    assert_eq!(got.losses.len(), want.len(), "{case}: loss lines");
+    for ((it, loss), row) in got.losses.iter().zip(want) {
+        assert_eq!(it.to_string(), row[0], "{case}: iteration order");
+        let w: f64 = row[col].parse().unwrap();
+        if *it < 10 {
+            assert!(
+                six_digits(*loss, w),
+                "{case} iter {it}: loss {loss} vs Caffe {w}"
+            );
+        } else {
+            assert!(
+                (loss - w).abs() <= 0.01 * w.abs(),
+                "{case} iter {it}: loss {loss} vs Caffe {w} (> 1%)"
+            );
+        }
+    }
+}
+
+fn check_lrs(case: &str, got: &Parsed, want: &[Vec<String>]) {
+    let want: Vec<(String, String)> = want
+        .iter()
+        .filter(|r| r[2] != "NA")
+        .map(|r| (r[0].clone(), r[2].clone()))
+        .collect();
+    let got: Vec<(String, String)> = got
+        .lrs
+        .iter()
+        .map(|(i, lr)| (i.to_string(), lr.clone()))
+        .collect();
+    assert_eq!(got, want, "{case}: lr column");
+}
+
+fn check_tests(case: &str, got: &Parsed, want: &[Vec<String>]) {
+    assert_eq!(got.tests.len(), want.len(), "{case}: test passes");
+    for ((it, acc, loss), row) in got.tests.iter().zip(want) {
+        assert_eq!(it.to_string(), row[0], "{case}: test iterations");
+        let (wa, wl): (f64, f64) = (row[2].parse().unwrap(), row[3].parse().unwrap());
+        assert!(
+            (acc - wa).abs() <= 0.01 + 1e-9,
+            "{case} iter {it}: accuracy {acc} vs Caffe {wa}"
+        );
+        assert!(
+            (loss - wl).abs() <= 0.02 * wl,
+            "{case} iter {it}: test loss {loss} vs Caffe {wl}"
+        );
+    }
+}
+
+fn blobs(net: &NetParameter) -> Vec<(String, Vec<i64>, Vec<f32>)> {
+    net.layer
+        .iter()
+        .flat_map(|l| {
+            l.blobs.iter().map(move |b| {
+                let shape = b.shape.as_ref().map(|s| s.dim.clone()).unwrap_or_default();
+                (l.name().to_string(), shape, b.data.clone())
+            })
+        })
+        .collect()
+}
+
+/// (relative L2 difference, max abs difference) over all values.
+fn diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> (f64, f64) {
+    let (mut d2, mut n2, mut max) = (0.0f64, 0.0f64, 0.0f64);
+    for (x, y) in a.iter().flatten().zip(b.iter().flatten()) {
+        let d = f64::from(x - y);
+        d2 += d * d;
+        n2 += f64::from(*y) * f64::from(*y);
+        max = max.max(d.abs());
+    }
+    ((d2 / n2).sqrt(), max)
+}
+
+fn check_model(case: &str, got: &Path, want: &Path, rel: f64) {
+    let g = blobs(&binary::read_net_binary(got).unwrap());
+    let w = blobs(&binary::read_net_binary(want).unwrap());
+    let names = |v: &[(String, Vec<i64>, Vec<f32>)]| {
+        v.iter()
+            .map(|(n, s, _)| (n.clone(), s.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(&g), names(&w), "{case}: snapshot layout");
+    let values =
+        |v: Vec<(String, Vec<i64>, Vec<f32>)>| v.into_iter().map(|b| b.2).collect::<Vec<_>>();
+    let (r, max) = diff(&values(g), &values(w));
+    eprintln!("{case}: final weights rel L2 {r:.2e}, max abs {max:.2e}");
+    assert!(
+        r <= rel,
+        "{case}: final weights differ (rel L2 {r}, max abs {max})"
+    );
+}
+
+/// Train `case` as Caffe did and compare everything the folder keeps.
+fn trajectory(case: &str) {
+    let dir = stage(case);
+    let weights = init_weights();
+    let log = train(
+        dir.path(),
+        &["--solver", "solver.prototxt", "--weights", &weights],
+    );
+    let got = parse(&log);
+    let src = golden().join(case);
+    let want = tsv(&src.join("losses.tsv"));
+    check_losses(case, &got, &want, 1);
+    check_lrs(case, &got, &want);
+    check_tests(case, &got, &tsv(&src.join("tests.tsv")));
+    if case == "sgd_clip_gradients0.1" {
+        assert_eq!(got.clips.len(), 50, "{case}: one clipping line per update");
+        for (k, ((norm, scale), row)) in got.clips.iter().zip(&want).enumerate().take(10) {
+            let (wn, ws): (f64, f64) = (row[4].parse().unwrap(), row[5].parse().unwrap());
+            assert!(
+                six_digits(*norm, wn) || (norm - wn).abs() < 1e-4 * wn,
+                "{k}: {norm} vs {wn}"
+            );
+            assert!((scale - ws).abs() < 1e-4 * ws, "{k}: {scale} vs {ws}");
+        }
+    }
+    if case == "lr_multistep" {
+        assert_eq!(
+            got.multistep,
+            [
+                "MultiStep Status: Iteration 10, step = 1",
+                "MultiStep Status: Iteration 20, step = 2",
+                "MultiStep Status: Iteration 35, step = 3"
+            ]
+        );
+    }
+    let model = src.join("final_iter_50.caffemodel");
+    if model.exists() {
+        check_model(
+            case,
+            &dir.path().join("final_iter_50.caffemodel"),
+            &model,
+            1e-2,
+        );
+    }
+    let state = src.join("final_iter_50.solverstate");
+    if state.exists() {
+        check_state(case, &dir.path().join("final_iter_50.solverstate"), &state);
+    }
+}
+
+/// Same layout and metadata as Caffe's solverstate, history values close.
+fn check_state(case: &str, got: &Path, want: &Path) {
+    let g = binary::read_solver_state(got).unwrap();
+    let w = binary::read_solver_state(want).unwrap();
+    assert_eq!(g.iter(), w.iter(), "{case}");
+    assert_eq!(g.current_step(), w.current_step(), "{case}");
+    assert_eq!(g.learned_net(), w.learned_net(), "{case}");
+    let shapes = |s: &rcaffe::proto::caffe::SolverState| {
+        s.history
+            .iter()
+            .map(|b| b.shape.clone().unwrap_or_default().dim)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(shapes(&g), shapes(&w), "{case}: history layout");
+    let vals = |s: &rcaffe::proto::caffe::SolverState| {
+        s.history.iter().map(|b| b.data.clone()).collect::<Vec<_>>()
+    };
+    let (r, max) = diff(&vals(&g), &vals(&w));
+    eprintln!("{case}: history rel L2 {r:.2e}, max abs {max:.2e}");
+    for (k, (a, b)) in vals(&g).iter().zip(vals(&w)).enumerate() {
+        let (r, max) = diff(std::slice::from_ref(a), std::slice::from_ref(&b));
+        eprintln!("  history {k}: rel L2 {r:.2e}, max abs {max:.2e}");
+    }
+    assert!(
+        r <= 0.1,
+        "{case}: history differs (rel L2 {r}, max abs {max})"
+    );
+}
+
+#[test]
+fn sgd() {
+    trajectory("sgd");
+}
+
+#[test]
+fn nesterov() {
+    trajectory("nesterov");
+}
+
+#[test]
+fn adagrad() {
+    trajectory("adagrad");
+}
+
+#[test]
+fn rmsprop() {
+    trajectory("rmsprop");
+}
+
+#[test]
+fn adadelta() {
+    trajectory("adadelta");
+}
+
+#[test]
+fn adam() {
+    trajectory("adam");
+}
+
+#[test]
+fn sgd_iter_size2() {
+    trajectory("sgd_iter_size2");
+}
+
+#[test]
+fn sgd_clip_gradients() {
+    trajectory("sgd_clip_gradients0.1");
+}
+
+#[test]
+fn sgd_l1_decay() {
+    trajectory("sgd_l1_decay0.01");
+}
+
+#[test]
+fn average_loss10() {
+    trajectory("average_loss10");
+}
+
+#[test]
+fn lr_multistep() {
+    trajectory("lr_multistep");
+}
+
+/// Resume from Caffe's own `snap_iter_25.solverstate` (and the model it
+/// names) to iteration 50, as `train/resume/` did.
+#[test]
+fn resume_from_caffe_solverstate() {
+    let dir = stage("resume");
+    for f in ["snap_iter_25.caffemodel", "snap_iter_25.solverstate"] {
+        std::fs::copy(golden().join("resume").join(f), dir.path().join(f)).unwrap();
+    }
+    let log = train(
+        dir.path(),
+        &[
+            "--solver",
+            "solver.prototxt",
+            "--snapshot",
+            "snap_iter_25.solverstate",
+        ],
+    );
+    assert!(
+        log.contains("] Resuming from snap_iter_25.solverstate\n"),
+        "{log}"
+    );
+    assert!(log.contains("] SGDSolver: restoring history\n"));
+    let got = parse(&log);
+    let src = golden().join("resume");
+    let want = tsv(&src.join("losses_part2.tsv"));
+    check_losses("resume", &got, &want, 1);
+    check_lrs("resume", &got, &want);
+    check_tests("resume", &got, &tsv(&src.join("tests_part2.tsv")));
+    check_model(
+        "resume",
+        &dir.path().join("snap_iter_50.caffemodel"),
+        &src.join("snap_iter_50.caffemodel"),
+        1e-2,
+    );
+}
+
+/// Snapshot at 20, resume to 30 in another process: bit-identical to an
+/// uninterrupted run. Batch 100 of the 2000-image set makes the data
+/// restart at record 0 exactly at the snapshot, so both runs see the same
+/// images (Caffe does not save the data position either).
+#[test]
+fn snapshot_resume_is_exact() {
+    let straight = stage("sgd");
+    let net = std::fs::read_to_string(straight.path().join("net.prototxt"))
+        .unwrap()
+        .replacen("batch_size: 64", "batch_size: 100", 1);
+    let solver = "net: \"net.prototxt\"\nbase_lr: 0.01\nmomentum: 0.9\nweight_decay: 0.0005\n\
+                  lr_policy: \"multistep\"\ngamma: 0.5\nstepvalue: 15\nstepvalue: 25\n\
+                  display: 5\nmax_iter: 30\nsnapshot: 20\nsnapshot_prefix: \"snap\"\n\
+                  random_seed: 3\n";
+    let resumed = tempfile::tempdir().unwrap();
+    for d in [straight.path(), resumed.path()] {
+        std::fs::write(d.join("net.prototxt"), &net).unwrap();
+        std::fs::write(d.join("solver.prototxt"), solver).unwrap();
+    }
+    train(straight.path(), &["--solver", "solver.prototxt"]);
+    for f in ["snap_iter_20.caffemodel", "snap_iter_20.solverstate"] {
+        std::fs::copy(straight.path().join(f), resumed.path().join(f)).unwrap();
+    }
+    let log = train(
+        resumed.path(),
+        &[
+            "--solver",
+            "solver.prototxt",
+            "--snapshot",
+            "snap_iter_20.solverstate",
+        ],
+    );
+    // The resumed run starts at 20 and keeps the multistep position.
+    assert!(log.contains("] Iteration 20, lr = 0.005\n"), "{log}");
+    assert!(log.contains("] MultiStep Status: Iteration 25, step = 2\n"));
+    for f in ["snap_iter_30.caffemodel", "snap_iter_30.solverstate"] {
+        let a = std::fs::read(straight.path().join(f)).unwrap();
+        let b = std::fs::read(resumed.path().join(f)).unwrap();
+        assert!(
+            a == b,
+            "{f} differs between the straight and the resumed run"
+        );
+    }
+}
+
+#[test]
+fn bad_invocations_fail_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_rcaffe"))
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(&["train"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("Need a solver definition"), "{err}");
+    let (code, err) = run(&[
+        "train",
+        "-solver",
+        "s.prototxt",
+        "-weights",
+        "a",
+        "-snapshot",
+        "b",
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("not both"), "{err}");
+    let (code, err) = run(&["train", "--solver=missing.prototxt"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("missing.prototxt"), "{err}");
+    let gpu_cases: [&[&str]; 3] = [
+        &["train", "--solver", "s.prototxt", "--gpu", "0"],
+        &["test", "--model", "m", "--weights", "w", "-gpu", "all"],
+        &["time", "--model", "m", "--gpu=0,1"],
+    ];
+    for args in gpu_cases {
+        let (code, err) = run(args);
+        assert_eq!(code, Some(1), "{args:?}: {err}");
+        assert!(err.contains("no usable GPU"), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+    let (code, err) = run(&["device_query", "--gpu", "0"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("no usable GPU"), "{err}");
+    let (code, err) = run(&["device_query"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("CPU"), "{err}");
+}
