@@ -89,3 +89,50 @@ fn dummy_data() {
     assert!(g.iter().all(|v| v.is_finite() && v.abs() < 6.0), "{g:?}");
     assert!(g.iter().any(|&v| v != 0.0));
 }
+
+/// The `fillers` case: one DummyData top per filler type. Deterministic
+/// fillers (constant, bilinear) must match Caffe exactly; random ones must
+/// have the right shapes and respect their ranges and invariants.
+#[test]
+fn fillers() {
+    let dir = golden_dir().join("layers/fillers");
+    let param = read_net_text(&dir.join("net.prototxt")).unwrap();
+    let mut net = Net::new(
+        &param,
+        &NetOptions::new(Phase::Train),
+        Arc::new(CpuBackend::new()),
+    )
+    .unwrap();
+    net.forward().unwrap();
+    let want = read_blob_proto_vector(&dir.join("tops.binaryproto")).unwrap();
+    let top = |i: usize| net.blob_by_name(&format!("f{i}")).unwrap();
+    for (i, w) in want.blobs.iter().enumerate() {
+        let dims: Vec<usize> = w
+            .shape
+            .as_ref()
+            .unwrap()
+            .dim
+            .iter()
+            .map(|&d| d as usize)
+            .collect();
+        assert_eq!(top(i).shape(), dims.as_slice(), "f{i}");
+    }
+    assert_eq!(top(0).data_vec(), want.blobs[0].data, "constant");
+    assert_eq!(top(7).data_vec(), want.blobs[7].data, "bilinear");
+    assert!(
+        top(1).data_vec().iter().all(|v| (-0.5..=1.5).contains(v)),
+        "uniform"
+    );
+    assert!(top(3).data_vec().contains(&0.0), "sparse gaussian");
+    for row in top(4).data_vec().chunks(5) {
+        assert!(row.iter().all(|v| (0.0..=1.0).contains(v)));
+        assert!(
+            (row.iter().sum::<f32>() - 1.0).abs() < 1e-5,
+            "positive_unitball"
+        );
+    }
+    // xavier on (4, 3, 2, 2): fan_in 12.
+    let a = (3.0f32 / 12.0).sqrt();
+    assert!(top(5).data_vec().iter().all(|v| v.abs() <= a), "xavier");
+    assert!(top(6).data_vec().iter().all(|v| v.is_finite()), "msra");
+}

@@ -29,6 +29,9 @@ pub enum JpegOut {
 
 type R<T> = std::result::Result<T, String>;
 
+/// Refuse absurd sizes from corrupt headers before allocating.
+const MAX_PIXELS: usize = 1 << 28;
+
 #[derive(Clone, Default)]
 struct Huffman {
     /// (code length, symbol) for every 9-bit prefix; length 0 = longer code.
@@ -192,7 +195,7 @@ struct Component {
     bw: usize,
     bh: usize,
     /// Quantized coefficients, natural order, 64 per block.
-    coef: Vec<i32>,
+    coef: Vec<i16>,
 }
 
 fn be16(d: &[u8], i: usize) -> R<usize> {
@@ -248,6 +251,12 @@ pub fn decode_jpeg(data: &[u8], out: JpegOut) -> R<Option<JpegImage>> {
                 let n = seg[5] as usize;
                 if width == 0 || height == 0 || (n != 1 && n != 3) || seg.len() < 6 + 3 * n {
                     return Ok(None);
+                }
+                if width * height > MAX_PIXELS {
+                    return Err(format!("{width}x{height} image is too large"));
+                }
+                if !comps.is_empty() {
+                    return Err("more than one JPEG frame header".into());
                 }
                 for i in 0..n {
                     let c = &seg[6 + 3 * i..9 + 3 * i];
@@ -512,14 +521,15 @@ fn decode_block(
     dc: &Huffman,
     ac: &Huffman,
     pred: &mut i32,
-    coef: &mut [i32],
+    coef: &mut [i16],
 ) -> R<()> {
     let t = bits.decode(dc)? as u32;
     if t > 16 {
         return Err("corrupt JPEG data (bad DC)".into());
     }
-    *pred += extend(bits.bits(t), t);
-    coef[0] = *pred;
+    *pred = pred.wrapping_add(extend(bits.bits(t), t));
+    // Stored as libjpeg's 16-bit JCOEF.
+    coef[0] = *pred as i16;
     let mut k = 1;
     while k < 64 {
         let rs = bits.decode(ac)?;
@@ -535,7 +545,7 @@ fn decode_block(
         if k > 63 {
             return Err("corrupt JPEG data (AC index out of range)".into());
         }
-        coef[ZIGZAG[k]] = extend(bits.bits(sz), sz);
+        coef[ZIGZAG[k]] = extend(bits.bits(sz), sz) as i16;
         k += 1;
     }
     Ok(())
@@ -543,7 +553,7 @@ fn decode_block(
 
 /// libjpeg's `jpeg_idct_islow` (CONST_BITS 13, PASS1_BITS 2) with output
 /// range limiting, into 8 rows of `out` at `stride`.
-fn idct_islow(coef: &[i32], q: &[i32; 64], out: &mut [u8], stride: usize) {
+fn idct_islow(coef: &[i16], q: &[i32; 64], out: &mut [u8], stride: usize) {
     const CB: i32 = 13;
     const P1: i32 = 2;
     const F0_298: i64 = 2446;
@@ -600,7 +610,7 @@ fn idct_islow(coef: &[i32], q: &[i32; 64], out: &mut [u8], stride: usize) {
     }
     let mut ws = [0i64; 64];
     for col in 0..8 {
-        let x: [i64; 8] = std::array::from_fn(|r| (coef[r * 8 + col] * q[r * 8 + col]) as i64);
+        let x: [i64; 8] = std::array::from_fn(|r| coef[r * 8 + col] as i64 * q[r * 8 + col] as i64);
         if x[1..].iter().all(|&v| v == 0) {
             for r in 0..8 {
                 ws[r * 8 + col] = x[0] << P1;

@@ -7,7 +7,9 @@ pub mod common;
 pub mod data;
 pub mod loss;
 pub mod neuron;
+pub mod norm;
 pub mod registry;
+pub mod shape;
 pub mod vision;
 
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! The one place that maps a prototxt `type` string to a layer. Each family
 //! module exposes `TYPES` and `create`; `LAYER_TYPES` is their union, and a
 //! test keeps the two in sync.
-use super::{common, data, loss, neuron, vision, Layer};
+use super::{common, data, loss, neuron, norm, shape, vision, Layer};
 use crate::error::{Error, Result};
 use crate::proto::caffe::LayerParameter;
 
@@ -13,6 +13,8 @@ const FAMILIES: &[(&[&str], Factory)] = &[
     (loss::TYPES, loss::create),
     (common::TYPES, common::create),
     (data::TYPES, data::create),
+    (norm::TYPES, norm::create),
+    (shape::TYPES, shape::create),
 ];
 
 /// Every layer type this build knows, sorted.

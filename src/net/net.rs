@@ -25,6 +25,9 @@ pub struct NetOptions {
     pub seed: u64,
     pub rank: usize,
     pub world: usize,
+    /// Log the construction as Caffe's Net::Init does (the CLI turns it on;
+    /// tests leave it off to keep their output short).
+    pub log_init: bool,
 }
 
 impl NetOptions {
@@ -37,6 +40,7 @@ impl NetOptions {
             seed: 1701,
             rank: 0,
             world: 1,
+            log_init: false,
         }
     }
 }
@@ -77,6 +81,23 @@ impl Net {
             spec::default_num_blobs_or_err(lp)
         };
         let spec = spec::build_with_state(param, &state, &num_blobs)?;
+        let log = |m: &str| {
+            if opts.log_init {
+                crate::log::info("net.cpp:53", m);
+            }
+        };
+        for m in &spec.filter_log {
+            log(m);
+        }
+        if opts.log_init {
+            crate::log::info(
+                "net.cpp:53",
+                &format!(
+                    "Initializing net from parameters: \n{}",
+                    crate::proto::text::print_net(&spec.filtered)
+                ),
+            );
+        }
         let mut cx = Ctx::new(be.clone(), spec.phase, opts.seed);
         cx.rank = opts.rank;
         cx.world = opts.world;
@@ -88,11 +109,19 @@ impl Net {
         let mut layer_params: Vec<Vec<usize>> = Vec::with_capacity(spec.layers.len());
         // Net param id -> arena id (filled as owners are set up).
         let mut param_arena: Vec<Option<usize>> = vec![None; spec.params.len()];
+        let mut memory = 0usize;
 
         for (li, ls) in spec.layers.iter().enumerate() {
             let (name, ty) = (ls.name().to_string(), ls.type_name().to_string());
             let wrap = |e: Error| e.in_layer(&name, &ty);
+            log(&format!("Creating Layer {name}"));
             let mut layer = create_layer(&ls.param)?;
+            for &b in &ls.bottom_ids {
+                log(&format!("{name} <- {}", spec.blob_names[b]));
+            }
+            for &t in &ls.top_ids {
+                log(&format!("{name} -> {}", spec.blob_names[t]));
+            }
             layer
                 .arity()
                 .check(ls.bottom_ids.len(), ls.top_ids.len())
@@ -179,8 +208,34 @@ impl Net {
                 }
             }
             Self::set_loss_weights(&*be, &mut blobs, &ls.top_ids, &ls.loss_weights);
+            if opts.log_init {
+                log(&format!("Setting up {name}"));
+                for (k, &t) in ls.top_ids.iter().enumerate() {
+                    log(&format!("Top shape: {}", blobs[t].shape_string()));
+                    let w = ls.loss_weights.get(k).copied().unwrap_or(0.0);
+                    if w != 0.0 {
+                        log(&format!("    with loss weight {}", crate::log::g(w)));
+                    }
+                    memory += blobs[t].count();
+                }
+                log(&format!("Memory required for data: {}", memory * 4));
+            }
             layers.push(layer);
             layer_params.push(ids);
+        }
+        if opts.log_init {
+            for ls in spec.layers.iter().rev() {
+                let n = ls.name();
+                if ls.need_backward {
+                    log(&format!("{n} needs backward computation."));
+                } else {
+                    log(&format!("{n} does not need backward computation."));
+                }
+            }
+            for &o in &spec.output_blob_ids {
+                log(&format!("This network produces output {}", spec.blob_names[o]));
+            }
+            log("Network initialization done.");
         }
         let learnable = spec
             .learnable_params
