@@ -15,6 +15,8 @@ pub mod cpu;
 pub mod eltwise;
 pub mod lrn;
 pub mod pool;
+pub mod recurrent;
+pub mod shape;
 pub mod softmax;
 pub mod solver;
 pub mod unary;
@@ -24,6 +26,8 @@ pub use conv::{ConvGeometry, ConvOps};
 pub use eltwise::EltwiseOps;
 pub use lrn::LrnOps;
 pub use pool::PoolOps;
+pub use recurrent::RecurrentOps;
+pub use shape::ShapeOps;
 pub use softmax::SoftmaxOps;
 pub use solver::SolverOps;
 pub use unary::Unary;
@@ -106,7 +110,17 @@ pub trait Math {
 
 /// A complete backend: every family of operations, shareable across threads.
 pub trait Backend:
-    Math + ConvOps + PoolOps + LrnOps + SoftmaxOps + EltwiseOps + SolverOps + Send + Sync
+    Math
+    + ConvOps
+    + PoolOps
+    + LrnOps
+    + SoftmaxOps
+    + EltwiseOps
+    + RecurrentOps
+    + ShapeOps
+    + SolverOps
+    + Send
+    + Sync
 {
     /// A short description for logs and `device_query`.
     fn describe(&self) -> String;

@@ -332,11 +332,7 @@ pub fn decode_jpeg(data: &[u8], out: JpegOut) -> R<Option<JpegImage>> {
             }
             0xDD => restart_interval = be16(seg, 0)?,
             0xE0 => jfif |= seg.starts_with(b"JFIF\0"),
-            0xEE => {
-                if seg.len() >= 12 && seg.starts_with(b"Adobe") {
-                    adobe = Some(seg[11]);
-                }
-            }
+            0xEE if seg.len() >= 12 && seg.starts_with(b"Adobe") => adobe = Some(seg[11]),
             0xDA => {
                 if comps.is_empty() {
                     return Err("JPEG scan before frame header".into());
@@ -649,7 +645,7 @@ fn upsample(
     width: usize,
     height: usize,
 ) -> Option<Vec<u8>> {
-    if hmax % c.h != 0 || vmax % c.v != 0 {
+    if !hmax.is_multiple_of(c.h) || !vmax.is_multiple_of(c.v) {
         return None;
     }
     let at = |x: usize, y: usize| p[y * stride + x] as i32;
@@ -683,8 +679,8 @@ fn upsample(
                 } else {
                     (below(y), 2)
                 };
-                for x in 0..dw {
-                    row[x] = ((at(x, y) * 3 + at(x, n) + bias) >> 2) as u8;
+                for (x, r) in row.iter_mut().enumerate().take(dw) {
+                    *r = ((at(x, y) * 3 + at(x, n) + bias) >> 2) as u8;
                 }
             }
             (2, 2) if dw > 2 => {

@@ -748,23 +748,46 @@ mod bench_tmp {
         unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
         ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
     }
+    /// dst (m×n) with strides (cs, rs); lhs m×k strides; rhs k×n strides.
+    #[allow(clippy::too_many_arguments)]
+    fn raw(m: usize, n: usize, k: usize, dst: &mut [f32], dcs: isize, drs: isize, a: &[f32], acs: isize, ars: isize, b: &[f32], bcs: isize, brs: isize) {
+        unsafe {
+            gemm::gemm(m, n, k, dst.as_mut_ptr(), dcs, drs, false, a.as_ptr(), acs, ars, b.as_ptr(), bcs, brs, 0.0, 1.0, false, false, false, gemm::Parallelism::None);
+        }
+    }
     #[test]
     #[ignore]
     fn sgemm_shapes() {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
         pool.install(|| {
-        for &(ta, tb, m, n, k) in &[(false, false, 32, 256, 800), (false, true, 32, 800, 256), (true, false, 800, 256, 32), (false, false, 50, 64, 500), (false,false,256,256,256), (false,false,20,576,25)] {
-            let a = vec![0.5f32; m * k];
-            let b = vec![0.25f32; k * n];
-            let mut c = vec![0.0f32; m * n];
+        let time = |name: &str, flops: usize, f: &mut dyn FnMut()| {
             let mut best = f64::MAX;
-            for _ in 0..50 {
+            for _ in 0..30 {
                 let t = cpu_now();
-                sgemm(ta, tb, m, n, k, 1.0, &a, &b, 0.0, &mut c);
+                f();
                 best = best.min(cpu_now() - t);
             }
-            eprintln!("{ta} {tb} {m}x{n}x{k}: {:.3} ms cpu, {:.1} GFLOP/cpu-s", best * 1e3, 2.0 * (m * n * k) as f64 / best / 1e9);
-        }
+            eprintln!("{name}: {:.3} ms cpu, {:.1} GFLOP/cpu-s", best * 1e3, 2.0 * flops as f64 / best / 1e9);
+        };
+        let (oc, kd, s) = (32usize, 800usize, 256usize);
+        let w = vec![0.5f32; oc * kd];
+        let col = vec![0.25f32; kd * s];
+        let mut y = vec![0.0f32; oc * s];
+        let mut dw = vec![0.0f32; oc * kd];
+        let mut dcol = vec![0.0f32; kd * s];
+        let f = oc * kd * s;
+        time("fwd  Y=W*col        (NN)", f, &mut || sgemm(false, false, oc, s, kd, 1.0, &w, &col, 0.0, &mut y));
+        time("fwd  Yt=colt*Wt     ", f, &mut || raw(s, oc, kd, &mut y, s as isize, 1, &col, s as isize, 1, &w, 1, kd as isize));
+        time("filt dW=dy*colT     ", f, &mut || sgemm(false, true, oc, kd, s, 1.0, &y, &col, 0.0, &mut dw));
+        time("filt dWt=col*dyT    ", f, &mut || raw(kd, oc, s, &mut dw, kd as isize, 1, &col, 1, s as isize, &y, s as isize, 1));
+        time("data dcol=WT*dy     ", f, &mut || sgemm(true, false, kd, s, oc, 1.0, &w, &y, 0.0, &mut dcol));
+        time("data dcolt=dyT*W    ", f, &mut || raw(s, kd, oc, &mut dcol, kd as isize, 1, &y, s as isize, 1, &w, 1, kd as isize));
+        let x = vec![0.3f32; 32 * 256];
+        let g = ConvGeometry { in_channels: 32, in_shape: vec![16, 16], out_channels: 32, out_shape: vec![16, 16], kernel: vec![5, 5], stride: vec![1, 1], pad: vec![2, 2], dilation: vec![1, 1], group: 1 };
+        let mut colb = vec![0.0f32; g.col_len()];
+        let mut xb = vec![0.0f32; g.in_dim()];
+        time("im2col (flop=values)", g.col_len() / 2, &mut || im2col_host(&g, &x, &mut colb));
+        time("col2im (flop=values)", g.col_len() / 2, &mut || col2im_host(&g, &colb, &mut xb));
         });
     }
 }

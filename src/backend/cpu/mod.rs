@@ -5,6 +5,8 @@ mod eltwise;
 mod lrn;
 mod math;
 mod pool;
+mod recurrent;
+mod shape;
 mod softmax;
 mod solver;
 
