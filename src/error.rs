@@ -17,12 +17,10 @@ pub enum Error {
     #[error("{path}: {msg}")]
     Format { path: String, msg: String },
     /// An I/O failure on a named file.
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    /// (The io::Error is part of the message, not a `source`, so the CLI's
+    /// one-line report does not repeat it.)
+    #[error("{path}: {err}")]
+    Io { path: String, err: std::io::Error },
     /// A net that cannot be built (unknown bottom, duplicate top, shape mismatch ...).
     #[error("{0}")]
     Net(String),
@@ -52,10 +50,10 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
-    pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
+    pub fn io(path: impl AsRef<Path>, err: std::io::Error) -> Self {
         Error::Io {
             path: path.as_ref().display().to_string(),
-            source,
+            err,
         }
     }
     pub fn format(path: impl AsRef<Path>, msg: impl Into<String>) -> Self {

@@ -317,6 +317,50 @@ fn setup_errors_name_the_problem() {
     let lp = data_layer(&missing, 0, "");
     assert!(create_layer(&lp).is_err());
 }
+/// A log sink the test can read back.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn logs_caffes_data_layer_lines() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = small_db(tmp.path(), 3, None);
+    let cap = Captured::default();
+    let prev = rcaffe::log::set_sink(Some(Box::new(cap.clone())));
+    let mut h = Harness::new(&data_layer(&db, 2, ""), cpu_ctx(Phase::Test, 1), 2).unwrap();
+    h.forward().unwrap();
+    h.forward().unwrap();
+    drop(h);
+    rcaffe::log::set_sink(prev);
+    let text = String::from_utf8(cap.0.lock().unwrap().clone()).unwrap();
+    // Other tests may log meanwhile: look for our lines only.
+    let ours: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(&db.display().to_string()) || l.contains("data_layer.cpp"))
+        .map(|l| l.split_once("] ").unwrap().1)
+        .collect();
+    assert!(
+        ours.contains(&format!("Opened lmdb {}", db.display()).as_str()),
+        "{text}"
+    );
+    assert!(ours.contains(&"output data size: 2,1,2,2"), "{text}");
+    assert!(
+        ours.contains(&"Restarting data prefetching from start."),
+        "{text}"
+    );
+    assert!(text.contains(" db_lmdb.cpp:35] ") && text.contains(" data_layer.cpp:45] "));
+}
+
 /// libjpeg-turbo 2.1.5 references (made with its C API: 21×13 synthetic
 /// image, quality 80): name, channels, FNV-1a of the planar RGB (or grey)
 /// output, FNV-1a of the JCS_GRAYSCALE output, the JPEG file in hex.

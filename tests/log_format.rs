@@ -348,3 +348,79 @@ fn regex_ports_match_the_patterns() {
     // The YYYYMMDD form of newer glogs is what Caffe's parser cannot read.
     assert!(line_time("I20261129 09:05:04.210510 25814 solver.cpp:414] x").is_none());
 }
+
+/// `rcaffe test` and `rcaffe time` print Caffe's lines.
+#[test]
+fn test_and_time_commands_log_like_caffe() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = golden().join("data").canonicalize().unwrap();
+    let net = std::fs::read_to_string(golden().join("sgd/net.prototxt"))
+        .unwrap()
+        .replace("\"../data/", &format!("\"{}/", data.display()));
+    std::fs::write(dir.path().join("net.prototxt"), net).unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_rcaffe"))
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let log = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{args:?}:\n{log}");
+        log
+    };
+    let weights = golden().join("init.caffemodel").display().to_string();
+    let log = run(&[
+        "test",
+        "--model=net.prototxt",
+        "--weights",
+        &weights,
+        "-iterations",
+        "2",
+    ]);
+    for needle in [
+        " caffe.cpp:275] Use CPU.\n",
+        " caffe.cpp:281] Running for 2 iterations.\n",
+        " caffe.cpp:304] Batch 0, accuracy = ",
+        " caffe.cpp:304] Batch 1, loss = ",
+        " caffe.cpp:309] Loss: ",
+        " caffe.cpp:321] accuracy = ",
+    ] {
+        assert!(log.contains(needle), "missing {needle:?}:\n{log}");
+    }
+    // The loss line carries its weight, as Caffe prints it.
+    let line = log
+        .lines()
+        .find(|l| l.contains("caffe.cpp:321] loss = "))
+        .unwrap();
+    let v = line
+        .split("loss = ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap();
+    assert!(line.ends_with(&format!("{v} (* 1 = {v} loss)")), "{line}");
+
+    let log = run(&["time", "-model", "net.prototxt", "-iterations", "2"]);
+    for needle in [
+        " caffe.cpp:343] Use CPU.\n",
+        " caffe.cpp:351] Performing Forward\n",
+        " caffe.cpp:356] Initial loss: ",
+        " caffe.cpp:357] Performing Backward\n",
+        " caffe.cpp:365] *** Benchmark begins ***\n",
+        " caffe.cpp:366] Testing for 2 iterations.\n",
+        " caffe.cpp:394] Iteration: 2 forward-backward time: ",
+        " caffe.cpp:397] Average time per layer: \n",
+        " caffe.cpp:400]      conv1\tforward: ",
+        " caffe.cpp:403]        ip1\tbackward: ",
+        " caffe.cpp:408] Average Forward pass: ",
+        " caffe.cpp:410] Average Backward pass: ",
+        " caffe.cpp:412] Average Forward-Backward: ",
+        " caffe.cpp:414] Total Time: ",
+        " caffe.cpp:415] *** Benchmark ends ***\n",
+    ] {
+        assert!(log.contains(needle), "missing {needle:?}:\n{log}");
+    }
+    let n_layers = log.matches("\tforward: ").count();
+    assert_eq!(n_layers, 9, "one line per LeNet layer:\n{log}");
+}

@@ -493,3 +493,138 @@ fn bad_invocations_fail_cleanly() {
     assert_eq!(code, Some(0), "{err}");
     assert!(err.contains("CPU"), "{err}");
 }
+
+/// SIGHUP takes a snapshot and training goes on; SIGINT stops after the
+/// current iteration with the final snapshot (Caffe's default effects).
+#[test]
+fn sighup_snapshots_and_sigint_stops() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    let dir = stage("sgd");
+    let solver = "net: \"net.prototxt\"\nbase_lr: 0.01\nlr_policy: \"fixed\"\ndisplay: 1\n\
+                  max_iter: 100000\nsnapshot_prefix: \"sig\"\nrandom_seed: 1\n";
+    std::fs::write(dir.path().join("solver.prototxt"), solver).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rcaffe"))
+        .args(["train", "--solver", "solver.prototxt"])
+        .current_dir(dir.path())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut log = String::new();
+    let mut wait_for = |needle: &str, log: &mut String| loop {
+        match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(line) => {
+                log.push_str(&line);
+                log.push('\n');
+                if line.contains(needle) {
+                    return;
+                }
+            }
+            Err(_) => panic!("no '{needle}' in the log:\n{log}"),
+        }
+    };
+    let signal = |sig: &str| {
+        let ok = Command::new("kill")
+            .args([sig, &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig} failed");
+    };
+    wait_for("] Iteration 2, lr = ", &mut log);
+    signal("-HUP");
+    wait_for(
+        "Snapshotting solver state to binary proto file sig_iter_",
+        &mut log,
+    );
+    wait_for("] Iteration ", &mut log);
+    signal("-INT");
+    wait_for("caffe.cpp:250] Optimization Done.", &mut log);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{log}");
+    assert!(log.contains("] Optimization stopped early.\n"), "{log}");
+    assert!(
+        !log.contains("solver.cpp:332]"),
+        "no solver 'Done' after a stop:\n{log}"
+    );
+    let snaps: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".solverstate"))
+        .collect();
+    // One from SIGHUP, one final after SIGINT.
+    assert_eq!(snaps.len(), 2, "{snaps:?}\n{log}");
+}
+
+/// `rcaffe convert_mnist_data` + `rcaffe test` on Caffe's trained LeNet
+/// and the full Fashion-MNIST test set: Caffe printed accuracy = 0.8974
+/// and loss = 0.319115 (`trained/expected.json`).
+#[test]
+fn trained_lenet_scores_like_caffe() {
+    let idx = Path::new("/usr/share/datasets/fashion-mnist");
+    if !idx.join("t10k-images-idx3-ubyte.gz").exists() {
+        eprintln!("skipped: Debian's dataset-fashion-mnist is not installed (CI installs it)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_rcaffe"))
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let log = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{args:?}:\n{log}");
+        log
+    };
+    let images = idx.join("t10k-images-idx3-ubyte.gz").display().to_string();
+    let labels = idx.join("t10k-labels-idx1-ubyte.gz").display().to_string();
+    let log = run(&[
+        "convert_mnist_data",
+        &images,
+        &labels,
+        "test_lmdb",
+        "--backend=lmdb",
+    ]);
+    assert!(log.contains("] Processed 10000 files.\n"), "{log}");
+    let trained = golden().join("trained");
+    let net = std::fs::read_to_string(trained.join("lenet_train_test.prototxt"))
+        .unwrap()
+        .replace("@FMNIST_TEST_LMDB@", "test_lmdb")
+        .replace("@FMNIST_TRAIN_LMDB@", "test_lmdb");
+    std::fs::write(dir.path().join("net.prototxt"), net).unwrap();
+    let weights = trained.join("lenet_iter_10000.caffemodel");
+    let log = run(&[
+        "test",
+        "-model",
+        "net.prototxt",
+        "-weights",
+        &weights.display().to_string(),
+        "-iterations",
+        "100",
+    ]);
+    assert!(log.contains(" caffe.cpp:321] accuracy = 0.8974\n"), "{log}");
+    let value = |prefix: &str| -> f64 {
+        let line = log.lines().find(|l| l.contains(prefix)).unwrap();
+        num_after(line, prefix).unwrap().parse().unwrap()
+    };
+    assert!((value("] Loss: ") - 0.3191145).abs() < 1e-5 * 0.32);
+    assert!((value("] loss = ") - 0.3191145).abs() < 1e-5 * 0.32);
+    let batches = tsv(&trained.join("batches.tsv"));
+    for row in &batches {
+        let line = format!("] Batch {}, accuracy = {}\n", row[0], row[1]);
+        assert!(log.contains(&line), "missing {line:?}");
+    }
+}

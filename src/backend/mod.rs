@@ -14,6 +14,7 @@ pub mod conv;
 pub mod cpu;
 pub mod eltwise;
 pub mod lrn;
+pub mod norm;
 pub mod pool;
 pub mod recurrent;
 pub mod shape;
@@ -25,6 +26,7 @@ pub use buffer::{Buffer, Location, View, ViewMut};
 pub use conv::{ConvGeometry, ConvOps};
 pub use eltwise::EltwiseOps;
 pub use lrn::LrnOps;
+pub use norm::NormOps;
 pub use pool::PoolOps;
 pub use recurrent::RecurrentOps;
 pub use shape::ShapeOps;
@@ -116,6 +118,7 @@ pub trait Backend:
     + LrnOps
     + SoftmaxOps
     + EltwiseOps
+    + NormOps
     + RecurrentOps
     + ShapeOps
     + SolverOps

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::bail;
 use clap::Args;
-use rcaffe::log::{g, info, site};
+use rcaffe::log::{g, info, site, warn};
 use rcaffe::net::{Net, NetOptions};
 use rcaffe::proto::caffe::Phase;
 use rcaffe::proto::upgrade;
@@ -57,6 +57,12 @@ pub fn run(a: &TimeArgs) -> anyhow::Result<ExitCode> {
     }
     if a.iterations < 1 {
         bail!("--iterations must be at least 1 (it is {})", a.iterations);
+    }
+    if !a.weights.is_empty() {
+        warn(
+            site::CAFFE_TIME_USE_CPU,
+            "--weights is ignored by time (as by Caffe): the net keeps its fillers' values",
+        );
     }
     let phase = phase_from_flag(&a.phase)?;
     let be = backend_for(&a.gpu)?;

@@ -81,6 +81,12 @@ pub fn run(a: &TrainArgs) -> anyhow::Result<ExitCode> {
     if !a.snapshot.is_empty() && !a.weights.is_empty() {
         bail!("Give a snapshot to resume training or weights to finetune but not both.");
     }
+    if let Some(n) = a.iterations {
+        warn(
+            site::CAFFE_TRAIN_USE_CPU,
+            &format!("--iterations {n} is ignored by train: the solver's max_iter decides"),
+        );
+    }
     let sigint = SolverAction::parse(&a.sigint_effect)?;
     let sighup = SolverAction::parse(&a.sighup_effect)?;
 

@@ -7,6 +7,7 @@ use super::datum::encode_raw_datum;
 use super::lmdb::LmdbWriter;
 use super::source::DbBackend;
 use crate::error::{Error, Result};
+use crate::log::{self, site};
 
 const IMAGE_MAGIC: u32 = 2051;
 const LABEL_MAGIC: u32 = 2049;
@@ -137,6 +138,15 @@ pub fn convert_mnist_data(
         )));
     }
     let mut w = LmdbWriter::create(db)?;
+    log::info("db_lmdb.cpp:35", &format!("Opened lmdb {}", db.display()));
+    log::info(
+        site::MNIST_TOTAL,
+        &format!("A total of {} items.", imgs.count),
+    );
+    log::info(
+        site::MNIST_ROWS_COLS,
+        &format!("Rows: {} Cols: {}", imgs.rows, imgs.cols),
+    );
     for (i, &label) in labs.iter().enumerate() {
         let value = encode_raw_datum(1, imgs.rows, imgs.cols, imgs.image(i), label as i32);
         w.put(format!("{i:08}").as_bytes(), &value);
@@ -145,6 +155,10 @@ pub fn convert_mnist_data(
         }
     }
     w.finish()?;
+    log::info(
+        site::MNIST_PROCESSED,
+        &format!("Processed {} files.", imgs.count),
+    );
     Ok(imgs.count)
 }
 

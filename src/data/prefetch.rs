@@ -71,7 +71,7 @@ impl Prefetcher {
 
     /// The next batch, waiting for it if needed; the thread's error if it
     /// failed.
-    pub fn next(&mut self) -> Result<Batch> {
+    pub fn next_batch(&mut self) -> Result<Batch> {
         if let Some(msg) = &self.failed {
             return Err(Error::Data(format!(
                 "data prefetching stopped after an earlier error: {msg}"
@@ -132,7 +132,7 @@ mod tests {
         let mut p =
             Prefetcher::spawn("t", 2, move || Ok(batch(m.fetch_add(1, Ordering::SeqCst)))).unwrap();
         for i in 0..5 {
-            assert_eq!(p.next().unwrap().data, vec![i as f32]);
+            assert_eq!(p.next_batch().unwrap().data, vec![i as f32]);
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
         // 5 taken, 2 queued, 1 blocked in send.
@@ -151,15 +151,15 @@ mod tests {
             Ok(batch(n))
         })
         .unwrap();
-        assert!(p.next().is_ok());
-        assert!(p.next().is_ok());
-        let e = p.next().unwrap_err().to_string();
+        assert!(p.next_batch().is_ok());
+        assert!(p.next_batch().is_ok());
+        let e = p.next_batch().unwrap_err().to_string();
         assert!(e.contains("00000002"), "{e}");
-        let e = p.next().unwrap_err().to_string();
+        let e = p.next_batch().unwrap_err().to_string();
         assert!(e.contains("earlier error") && e.contains("00000002"), "{e}");
 
         let mut p = Prefetcher::spawn("t", 1, || -> Result<Batch> { panic!("boom") }).unwrap();
-        let e = p.next().unwrap_err().to_string();
+        let e = p.next_batch().unwrap_err().to_string();
         assert!(e.contains("panicked") && e.contains("boom"), "{e}");
     }
 }

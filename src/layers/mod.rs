@@ -8,6 +8,7 @@ pub mod data;
 pub mod loss;
 pub mod neuron;
 pub mod norm;
+pub mod recurrent;
 pub mod registry;
 pub mod shape;
 pub mod vision;

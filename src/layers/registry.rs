@@ -1,7 +1,7 @@
 //! The one place that maps a prototxt `type` string to a layer. Each family
 //! module exposes `TYPES` and `create`; `LAYER_TYPES` is their union, and a
 //! test keeps the two in sync.
-use super::{common, data, loss, neuron, norm, shape, vision, Layer};
+use super::{common, data, loss, neuron, norm, recurrent, shape, vision, Layer};
 use crate::error::{Error, Result};
 use crate::proto::caffe::LayerParameter;
 
@@ -15,6 +15,7 @@ const FAMILIES: &[(&[&str], Factory)] = &[
     (data::TYPES, data::create),
     (norm::TYPES, norm::create),
     (shape::TYPES, shape::create),
+    (recurrent::TYPES, recurrent::create),
 ];
 
 /// Every layer type this build knows, sorted.

@@ -115,9 +115,7 @@ fn read_net_file(path: &str) -> Result<NetParameter> {
 }
 
 fn upgrade_inline(mut p: NetParameter, source: &str) -> Result<NetParameter> {
-    for note in upgrade::upgrade_net_as_needed(&mut p, source)? {
-        info("upgrade_proto.cpp:67", &note);
-    }
+    upgrade::upgrade_net(&mut p, source)?.log();
     Ok(p)
 }
 

@@ -1,6 +1,8 @@
 //! CPU ConvOps: im2col/col2im on host slices, and the convolution passes
 //! parallelised across the images of a batch (each worker owns one column
 //! buffer of the workspace and runs single-threaded GEMMs).
+use std::sync::Mutex;
+
 use rayon::prelude::*;
 
 use super::math::sgemm;
@@ -16,6 +18,9 @@ use crate::backend::{ConvGeometry, ConvOps, View, ViewMut};
 /// fixes col2im's summation order.
 fn for_each_row(g: &ConvGeometry, mut f: impl FnMut(usize, Option<usize>, i64, usize, usize)) {
     let ns = g.num_spatial_axes();
+    if ns == 2 {
+        return for_each_row_2d(g, f);
+    }
     let last = ns - 1;
     let ksize = g.kernel_size();
     let (in_sp, out_sp) = (g.in_spatial(), g.out_spatial());
@@ -28,7 +33,6 @@ fn for_each_row(g: &ConvGeometry, mut f: impl FnMut(usize, Option<usize>, i64, u
     }
     let mut koff = vec![0usize; ns];
     let mut o = vec![0usize; ns];
-    let s = g.stride[last] as i64;
     for c in 0..g.in_channels {
         for k in 0..ksize {
             let mut r = k;
@@ -37,15 +41,7 @@ fn for_each_row(g: &ConvGeometry, mut f: impl FnMut(usize, Option<usize>, i64, u
                 r /= g.kernel[d];
             }
             let b = (koff[last] * g.dilation[last]) as i64 - g.pad[last] as i64;
-            // Valid j: 0 <= j·s + b < iw.
-            let lo = if b >= 0 { 0 } else { (-b + s - 1) / s };
-            let hi = if iw as i64 - b <= 0 {
-                0
-            } else {
-                (iw as i64 - b + s - 1) / s
-            };
-            let hi = (hi.max(0) as usize).min(ow);
-            let lo = (lo as usize).min(hi);
+            let (lo, hi) = valid_range(b, g.stride[last], iw, ow);
             let row0 = (c * ksize + k) * out_sp;
             o.iter_mut().for_each(|v| *v = 0);
             for t in 0..outer {
@@ -66,6 +62,47 @@ fn for_each_row(g: &ConvGeometry, mut f: impl FnMut(usize, Option<usize>, i64, u
                         break;
                     }
                     o[d] = 0;
+                }
+            }
+        }
+    }
+}
+
+/// `j` range with `0 <= j·s + b < size`, clipped to `0..n`.
+#[inline]
+fn valid_range(b: i64, s: usize, size: usize, n: usize) -> (usize, usize) {
+    let s = s as i64;
+    let lo = if b >= 0 { 0 } else { (-b + s - 1) / s };
+    let hi = if size as i64 - b <= 0 {
+        0
+    } else {
+        (size as i64 - b + s - 1) / s
+    };
+    let hi = (hi.max(0) as usize).min(n);
+    ((lo as usize).min(hi), hi)
+}
+
+/// The 2-D case of `for_each_row` as plain loops (the hot path: rows are
+/// short, so per-row overhead matters). Same order as the N-d walk.
+fn for_each_row_2d(g: &ConvGeometry, mut f: impl FnMut(usize, Option<usize>, i64, usize, usize)) {
+    let (ih, iw) = (g.in_shape[0], g.in_shape[1]);
+    let (oh, ow) = (g.out_shape[0], g.out_shape[1]);
+    let (kh, kw) = (g.kernel[0], g.kernel[1]);
+    let (sh, sw) = (g.stride[0], g.stride[1]);
+    let mut off = 0;
+    for c in 0..g.in_channels {
+        let plane = c * ih * iw;
+        for ki in 0..kh {
+            let r0 = (ki * g.dilation[0]) as i64 - g.pad[0] as i64;
+            for kj in 0..kw {
+                let b = (kj * g.dilation[1]) as i64 - g.pad[1] as i64;
+                let (lo, hi) = valid_range(b, sw, iw, ow);
+                let mut r = r0;
+                for _ in 0..oh {
+                    let base = (r >= 0 && r < ih as i64).then(|| plane + r as usize * iw);
+                    f(off, base, b, lo, hi);
+                    off += ow;
+                    r += sh as i64;
                 }
             }
         }
@@ -136,62 +173,109 @@ fn sum(v: &[f32]) -> f32 {
     s
 }
 
-/// Parallel workers for `num` images: one per rayon thread, at most one per image.
-fn workers(num: usize) -> usize {
-    num.min(rayon::current_num_threads()).max(1)
+/// How a pass over `num` images is spread over rayon's threads: `cols`
+/// column buffers (one per concurrently running image, handed out per
+/// thread) and, for the filter gradient, `parts` fixed image ranges with one
+/// partial sum each. Fixed ranges summed in order keep the result
+/// independent of scheduling; the images themselves are scheduled
+/// dynamically, so a busy core does not stall the pass.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Plan {
+    cols: usize,
+    col_len: usize,
+    parts: usize,
 }
 
-/// Column-buffer values per worker (none when im2col is the identity).
-fn col_per_worker(g: &ConvGeometry) -> usize {
-    if g.is_1x1() {
-        0
-    } else {
-        g.col_len()
+impl Plan {
+    fn new(g: &ConvGeometry, num: usize) -> Plan {
+        let threads = rayon::current_num_threads();
+        let cols = num.min(threads).max(1);
+        Plan {
+            cols,
+            // im2col is the identity for 1×1 convolutions: no buffer.
+            col_len: if g.is_1x1() { 0 } else { g.col_len() },
+            parts: if cols > 1 { num.min(4 * threads) } else { 1 },
+        }
+    }
+    /// One column buffer, no partials: the sequential plan.
+    fn sequential(g: &ConvGeometry) -> Plan {
+        Plan {
+            cols: 1,
+            col_len: if g.is_1x1() { 0 } else { g.col_len() },
+            parts: 1,
+        }
+    }
+    fn len(&self, wl: usize) -> usize {
+        self.cols * self.col_len + if self.parts > 1 { self.parts * wl } else { 0 }
+    }
+    /// This plan if `ws` holds it (the thread count may differ from the
+    /// one the workspace was sized for), else the sequential one.
+    fn fit(g: &ConvGeometry, num: usize, ws_len: usize) -> Plan {
+        let p = Plan::new(g, num);
+        if p.len(g.weight_len()) <= ws_len {
+            p
+        } else {
+            Plan::sequential(g)
+        }
     }
 }
 
-/// Workers that fit in `ws_len` values, each needing `per` of them.
-fn fit_workers(num: usize, per: usize, ws_len: usize) -> usize {
-    let mut c = workers(num);
-    while c > 1 && c * per > ws_len {
-        c -= 1;
+/// Column buffers shared by the workers of one pass; each running image
+/// takes a free one (its thread's first), so at most `cols` are in use.
+struct ColPool<'a> {
+    bufs: Vec<Mutex<&'a mut [f32]>>,
+}
+
+impl<'a> ColPool<'a> {
+    fn new(ws: &'a mut [f32], plan: &Plan) -> Self {
+        let bufs = if plan.col_len == 0 {
+            (0..plan.cols)
+                .map(|_| Mutex::new(<&mut [f32]>::default()))
+                .collect()
+        } else {
+            ws[..plan.cols * plan.col_len]
+                .chunks_mut(plan.col_len)
+                .map(Mutex::new)
+                .collect()
+        };
+        ColPool { bufs }
     }
-    c
+    fn with<R>(&self, f: impl FnOnce(&mut [f32]) -> R) -> R {
+        let n = self.bufs.len();
+        let first = rayon::current_thread_index().unwrap_or(0) % n;
+        for i in 0..n {
+            if let Ok(mut b) = self.bufs[(first + i) % n].try_lock() {
+                return f(&mut b);
+            }
+        }
+        // Unreachable with one buffer per thread; wait rather than fail.
+        let mut b = self.bufs[first].lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut b)
+    }
 }
 
 /// Run `f(image, out_image, col)` for every image: sequentially with one
-/// column buffer when `c == 1`, else `c` workers on contiguous image ranges.
+/// column buffer, or one rayon task per image.
 fn per_image(
     num: usize,
-    c: usize,
+    plan: &Plan,
     out_per_image: usize,
     out: &mut [f32],
     ws: &mut [f32],
-    col_len: usize,
     f: impl Fn(usize, &mut [f32], &mut [f32]) + Sync,
 ) {
     let out = &mut out[..num * out_per_image];
-    if c <= 1 {
-        let col = &mut ws[..col_len];
+    if plan.cols <= 1 {
+        let col = &mut ws[..plan.col_len];
         for (n, yn) in out.chunks_mut(out_per_image).enumerate() {
             f(n, yn, col);
         }
         return;
     }
-    let per = num.div_ceil(c);
-    let mut cols: Vec<&mut [f32]> = if col_len == 0 {
-        (0..c).map(|_| <&mut [f32]>::default()).collect()
-    } else {
-        ws[..c * col_len].chunks_mut(col_len).collect()
-    };
-    out.par_chunks_mut(per * out_per_image)
-        .zip(cols.par_iter_mut())
+    let pool = ColPool::new(ws, plan);
+    out.par_chunks_mut(out_per_image)
         .enumerate()
-        .for_each(|(k, (chunk, col))| {
-            for (j, yn) in chunk.chunks_mut(out_per_image).enumerate() {
-                f(k * per + j, yn, col);
-            }
-        });
+        .for_each(|(n, yn)| pool.with(|col| f(n, yn, col)));
 }
 
 /// Offsets of group `gi` in the weights, the column buffer and the output.
@@ -261,17 +345,10 @@ impl ConvOps for CpuBackend {
         col2im_host(g, col.host(g.col_len()), x.host(g.in_dim()));
     }
 
-    /// One column buffer per worker, plus one weight-gradient partial per
-    /// worker when there are several (summed in worker order afterwards,
-    /// so the result does not depend on scheduling).
+    /// Column buffers for the concurrently running images, plus one
+    /// weight-gradient partial per fixed image range (see `Plan`).
     fn conv_workspace_len(&self, g: &ConvGeometry, num: usize) -> usize {
-        let c = workers(num);
-        let col = col_per_worker(g);
-        if c == 1 {
-            col
-        } else {
-            c * (col + g.weight_len())
-        }
+        Plan::new(g, num).len(g.weight_len())
     }
 
     fn conv_forward(
@@ -289,10 +366,9 @@ impl ConvOps for CpuBackend {
         let x = x.host(num * id);
         let w = w.host(g.weight_len());
         let bias = bias.map(|b| b.host(g.out_channels));
-        let col_len = col_per_worker(g);
         let ws = ws.host_rest();
-        let c = fit_workers(num, col_len, ws.len());
-        per_image(num, c, od, y.host(num * od), ws, col_len, |n, yn, col| {
+        let plan = Plan::fit(g, num, ws.len());
+        per_image(num, &plan, od, y.host(num * od), ws, |n, yn, col| {
             let xn = &x[n * id..(n + 1) * id];
             let col: &[f32] = if g.is_1x1() {
                 xn
@@ -335,10 +411,9 @@ impl ConvOps for CpuBackend {
         let d = GroupDims::new(g);
         let dy = dy.host(num * od);
         let w = w.host(g.weight_len());
-        let col_len = col_per_worker(g);
         let ws = ws.host_rest();
-        let c = fit_workers(num, col_len, ws.len());
-        per_image(num, c, id, dx.host(num * id), ws, col_len, |n, dxn, col| {
+        let plan = Plan::fit(g, num, ws.len());
+        per_image(num, &plan, id, dx.host(num * id), ws, |n, dxn, col| {
             let dyn_ = &dy[n * od..(n + 1) * od];
             let dst: &mut [f32] = if g.is_1x1() { &mut *dxn } else { &mut *col };
             for gi in 0..g.group {
@@ -374,36 +449,33 @@ impl ConvOps for CpuBackend {
         let x = x.host(num * id);
         let dy = dy.host(num * od);
         let dw = dw.host(wl);
-        let col_len = col_per_worker(g);
         let ws = ws.host_rest();
-        let c = fit_workers(num, col_len + wl, ws.len());
-        if c <= 1 {
+        let plan = Plan::fit(g, num, ws.len());
+        let image = |n: usize| (&x[n * id..(n + 1) * id], &dy[n * od..(n + 1) * od]);
+        if plan.parts <= 1 {
             // Caffe's order: accumulate image after image into dw.
-            let col = &mut ws[..col_len];
+            let col = &mut ws[..plan.col_len];
             for n in 0..num {
-                let (xn, dyn_) = (&x[n * id..(n + 1) * id], &dy[n * od..(n + 1) * od]);
+                let (xn, dyn_) = image(n);
                 filter_image(g, xn, dyn_, col, dw, 1.0);
             }
             return;
         }
-        let per = num.div_ceil(c);
+        let per = num.div_ceil(plan.parts);
         let used = num.div_ceil(per);
-        let (cols, parts) = ws[..c * (col_len + wl)].split_at_mut(c * col_len);
-        let mut cols: Vec<&mut [f32]> = if col_len == 0 {
-            (0..c).map(|_| <&mut [f32]>::default()).collect()
-        } else {
-            cols.chunks_mut(col_len).collect()
-        };
+        let (cols, parts) = ws[..plan.len(wl)].split_at_mut(plan.cols * plan.col_len);
+        let pool = ColPool::new(cols, &plan);
         parts[..used * wl]
             .par_chunks_mut(wl)
-            .zip(cols.par_iter_mut())
             .enumerate()
-            .for_each(|(k, (part, col))| {
-                for n in k * per..((k + 1) * per).min(num) {
-                    let (xn, dyn_) = (&x[n * id..(n + 1) * id], &dy[n * od..(n + 1) * od]);
-                    let beta = if n == k * per { 0.0 } else { 1.0 };
-                    filter_image(g, xn, dyn_, col, part, beta);
-                }
+            .for_each(|(k, part)| {
+                pool.with(|col| {
+                    for n in k * per..((k + 1) * per).min(num) {
+                        let (xn, dyn_) = image(n);
+                        let beta = if n == k * per { 0.0 } else { 1.0 };
+                        filter_image(g, xn, dyn_, col, part, beta);
+                    }
+                })
             });
         // Fixed-order reduction: dw += part_0 + part_1 + ...
         for part in parts[..used * wl].chunks(wl) {
@@ -738,56 +810,174 @@ mod tests {
         assert_eq!(full, run(be.conv_workspace_len(&g, num)));
         // A workspace with room for one column buffer only runs sequentially.
         close(&run(g.col_len()), &full, 1e-5);
+        // Other thread counts give other ranges, the same sums.
+        let one = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        close(
+            &one.install(|| run(be.conv_workspace_len(&g, num))),
+            &full,
+            1e-5,
+        );
     }
 }
 #[cfg(test)]
 mod bench_tmp {
     use super::*;
     fn cpu_now() -> f64 {
-        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
         unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
         ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
     }
     /// dst (m×n) with strides (cs, rs); lhs m×k strides; rhs k×n strides.
     #[allow(clippy::too_many_arguments)]
-    fn raw(m: usize, n: usize, k: usize, dst: &mut [f32], dcs: isize, drs: isize, a: &[f32], acs: isize, ars: isize, b: &[f32], bcs: isize, brs: isize) {
+    fn raw(
+        m: usize,
+        n: usize,
+        k: usize,
+        dst: &mut [f32],
+        dcs: isize,
+        drs: isize,
+        a: &[f32],
+        acs: isize,
+        ars: isize,
+        b: &[f32],
+        bcs: isize,
+        brs: isize,
+    ) {
         unsafe {
-            gemm::gemm(m, n, k, dst.as_mut_ptr(), dcs, drs, false, a.as_ptr(), acs, ars, b.as_ptr(), bcs, brs, 0.0, 1.0, false, false, false, gemm::Parallelism::None);
+            gemm::gemm(
+                m,
+                n,
+                k,
+                dst.as_mut_ptr(),
+                dcs,
+                drs,
+                false,
+                a.as_ptr(),
+                acs,
+                ars,
+                b.as_ptr(),
+                bcs,
+                brs,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
         }
     }
     #[test]
     #[ignore]
     fn sgemm_shapes() {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
         pool.install(|| {
-        let time = |name: &str, flops: usize, f: &mut dyn FnMut()| {
-            let mut best = f64::MAX;
-            for _ in 0..30 {
-                let t = cpu_now();
-                f();
-                best = best.min(cpu_now() - t);
-            }
-            eprintln!("{name}: {:.3} ms cpu, {:.1} GFLOP/cpu-s", best * 1e3, 2.0 * flops as f64 / best / 1e9);
-        };
-        let (oc, kd, s) = (32usize, 800usize, 256usize);
-        let w = vec![0.5f32; oc * kd];
-        let col = vec![0.25f32; kd * s];
-        let mut y = vec![0.0f32; oc * s];
-        let mut dw = vec![0.0f32; oc * kd];
-        let mut dcol = vec![0.0f32; kd * s];
-        let f = oc * kd * s;
-        time("fwd  Y=W*col        (NN)", f, &mut || sgemm(false, false, oc, s, kd, 1.0, &w, &col, 0.0, &mut y));
-        time("fwd  Yt=colt*Wt     ", f, &mut || raw(s, oc, kd, &mut y, s as isize, 1, &col, s as isize, 1, &w, 1, kd as isize));
-        time("filt dW=dy*colT     ", f, &mut || sgemm(false, true, oc, kd, s, 1.0, &y, &col, 0.0, &mut dw));
-        time("filt dWt=col*dyT    ", f, &mut || raw(kd, oc, s, &mut dw, kd as isize, 1, &col, 1, s as isize, &y, s as isize, 1));
-        time("data dcol=WT*dy     ", f, &mut || sgemm(true, false, kd, s, oc, 1.0, &w, &y, 0.0, &mut dcol));
-        time("data dcolt=dyT*W    ", f, &mut || raw(s, kd, oc, &mut dcol, kd as isize, 1, &y, s as isize, 1, &w, 1, kd as isize));
-        let x = vec![0.3f32; 32 * 256];
-        let g = ConvGeometry { in_channels: 32, in_shape: vec![16, 16], out_channels: 32, out_shape: vec![16, 16], kernel: vec![5, 5], stride: vec![1, 1], pad: vec![2, 2], dilation: vec![1, 1], group: 1 };
-        let mut colb = vec![0.0f32; g.col_len()];
-        let mut xb = vec![0.0f32; g.in_dim()];
-        time("im2col (flop=values)", g.col_len() / 2, &mut || im2col_host(&g, &x, &mut colb));
-        time("col2im (flop=values)", g.col_len() / 2, &mut || col2im_host(&g, &colb, &mut xb));
+            let time = |name: &str, flops: usize, f: &mut dyn FnMut()| {
+                let mut best = f64::MAX;
+                for _ in 0..30 {
+                    let t = cpu_now();
+                    f();
+                    best = best.min(cpu_now() - t);
+                }
+                eprintln!(
+                    "{name}: {:.3} ms cpu, {:.1} GFLOP/cpu-s",
+                    best * 1e3,
+                    2.0 * flops as f64 / best / 1e9
+                );
+            };
+            let (oc, kd, s) = (32usize, 800usize, 256usize);
+            let w = vec![0.5f32; oc * kd];
+            let col = vec![0.25f32; kd * s];
+            let mut y = vec![0.0f32; oc * s];
+            let mut dw = vec![0.0f32; oc * kd];
+            let mut dcol = vec![0.0f32; kd * s];
+            let f = oc * kd * s;
+            time("fwd  Y=W*col        (NN)", f, &mut || {
+                sgemm(false, false, oc, s, kd, 1.0, &w, &col, 0.0, &mut y)
+            });
+            time("fwd  Yt=colt*Wt     ", f, &mut || {
+                raw(
+                    s,
+                    oc,
+                    kd,
+                    &mut y,
+                    s as isize,
+                    1,
+                    &col,
+                    s as isize,
+                    1,
+                    &w,
+                    kd as isize,
+                    1,
+                )
+            });
+            time("filt dW=dy*colT     ", f, &mut || {
+                sgemm(false, true, oc, kd, s, 1.0, &y, &col, 0.0, &mut dw)
+            });
+            time("filt dWt=col*dyT    ", f, &mut || {
+                raw(
+                    kd,
+                    oc,
+                    s,
+                    &mut dw,
+                    kd as isize,
+                    1,
+                    &col,
+                    1,
+                    s as isize,
+                    &y,
+                    s as isize,
+                    1,
+                )
+            });
+            time("data dcol=WT*dy     ", f, &mut || {
+                sgemm(true, false, kd, s, oc, 1.0, &w, &y, 0.0, &mut dcol)
+            });
+            time("data dcolt=dyT*W    ", f, &mut || {
+                raw(
+                    s,
+                    kd,
+                    oc,
+                    &mut dcol,
+                    s as isize,
+                    1,
+                    &y,
+                    s as isize,
+                    1,
+                    &w,
+                    1,
+                    kd as isize,
+                )
+            });
+            let x = vec![0.3f32; 32 * 256];
+            let g = ConvGeometry {
+                in_channels: 32,
+                in_shape: vec![16, 16],
+                out_channels: 32,
+                out_shape: vec![16, 16],
+                kernel: vec![5, 5],
+                stride: vec![1, 1],
+                pad: vec![2, 2],
+                dilation: vec![1, 1],
+                group: 1,
+            };
+            let mut colb = vec![0.0f32; g.col_len()];
+            let mut xb = vec![0.0f32; g.in_dim()];
+            time("im2col (flop=values)", g.col_len() / 2, &mut || {
+                im2col_host(&g, &x, &mut colb)
+            });
+            time("col2im (flop=values)", g.col_len() / 2, &mut || {
+                col2im_host(&g, &colb, &mut xb)
+            });
         });
     }
 }

@@ -4,6 +4,7 @@ mod conv;
 mod eltwise;
 mod lrn;
 mod math;
+mod norm;
 mod pool;
 mod recurrent;
 mod shape;

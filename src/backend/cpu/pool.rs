@@ -30,11 +30,12 @@ fn max_plane(g: &PoolGeometry, x: &[f32], y: &mut [f32], mask: &mut [f32]) {
             let (ws, we, _) = window(pw, g.stride_w, g.pad_w, g.kernel_w, g.width);
             let (mut best, mut arg) = (-f32::MAX, -1i64);
             for h in hs..he {
-                for w in ws..we {
-                    let i = h * g.width + w;
-                    if x[i] > best {
-                        best = x[i];
-                        arg = i as i64;
+                let row = h * g.width;
+                for (w, &v) in x[row + ws..row + we].iter().enumerate() {
+                    // Strict `>`: the first maximum in row-major order wins.
+                    if v > best {
+                        best = v;
+                        arg = (row + ws + w) as i64;
                     }
                 }
             }

@@ -5,21 +5,30 @@ use std::path::Path;
 
 use crate::data::prefetch::{Batch, Prefetcher};
 use crate::data::rng::transformer_seed;
-use crate::data::source::{open_source, DbBackend, ShardedReader};
+use crate::data::source::{open_source, DbBackend, RecordSource, ShardedReader};
 use crate::data::{decode_datum, DataTransformer};
 use crate::error::{Error, Result};
 use crate::layer_err;
 use crate::layers::{Arity, Ctx, Io, Layer};
+use crate::log;
 use crate::proto::caffe::data_parameter::Db;
 use crate::proto::caffe::{LayerParameter, Phase, TransformationParameter};
 
+/// Caffe's `file:line` for the messages this layer logs (rank 0 only).
+const SITE_OPENED: &str = "db_lmdb.cpp:35";
+const SITE_MEAN_FILE: &str = "data_transformer.cpp:25";
+const SITE_OUTPUT_SIZE: &str = "data_layer.cpp:45";
+const SITE_RESTART: &str = "data_layer.cpp:73";
+
 pub struct DataLayer {
     source: String,
+    /// Opened by the constructor, as Caffe's does; moved to the prefetch
+    /// thread by `setup`.
+    db: Option<Box<dyn RecordSource>>,
     batch_size: usize,
     prefetch: usize,
     transform: TransformationParameter,
     prefetcher: Option<Prefetcher>,
-    restarts: u64,
 }
 
 impl DataLayer {
@@ -39,21 +48,19 @@ impl DataLayer {
         if dp.batch_size() == 0 {
             return Err(layer_err!("data_param.batch_size must be positive"));
         }
+        let db = open_source(DbBackend::Lmdb, Path::new(&source))
+            .map_err(|e| layer_err!("cannot open data source: {e}"))?;
+        // Caffe logs this for the root solver only; the constructor does not
+        // know the replica, so every replica logs it.
+        log::info(SITE_OPENED, &format!("Opened lmdb {source}"));
         Ok(DataLayer {
+            db: Some(db),
             source,
             batch_size: dp.batch_size() as usize,
             prefetch: dp.prefetch() as usize,
             transform: lp.transform_param.clone().unwrap_or_default(),
             prefetcher: None,
-            restarts: 0,
         })
-    }
-
-    /// How many times the source went back to its first record in the
-    /// batches delivered so far (Caffe logs "Restarting data prefetching
-    /// from start." each time).
-    pub fn restarts(&self) -> u64 {
-        self.restarts
     }
 }
 
@@ -64,6 +71,8 @@ struct Loader {
     batch_size: usize,
     labels: bool,
     path: String,
+    /// Rank 0 logs each wrap-around, as Caffe's root solver does.
+    log_restarts: bool,
 }
 
 impl Loader {
@@ -77,7 +86,11 @@ impl Loader {
         let mut labels = Vec::with_capacity(if self.labels { self.batch_size } else { 0 });
         let mut item_shape = [0; 3];
         for i in 0..self.batch_size {
+            let restarts = self.reader.restarts();
             let rec = self.reader.next_record().map_err(in_source)?;
+            if self.log_restarts && self.reader.restarts() > restarts {
+                log::info(SITE_RESTART, "Restarting data prefetching from start.");
+            }
             let d = decode_datum(&rec.value, &rec.key, color).map_err(in_source)?;
             let shape = self.transformer.output_shape(&d).map_err(|e| {
                 in_source(Error::Data(format!(
@@ -138,11 +151,17 @@ impl Layer for DataLayer {
     /// Open the source, shape the tops from the first record (Caffe's
     /// DataLayerSetUp) and start prefetching.
     fn setup(&mut self, cx: &mut Ctx, io: &mut Io) -> Result<Vec<crate::tensor::Blob>> {
-        let src = open_source(DbBackend::Lmdb, Path::new(&self.source))
-            .map_err(|e| layer_err!("cannot open data source: {e}"))?;
+        let src = self
+            .db
+            .take()
+            .ok_or_else(|| layer_err!("setup called twice"))?;
+        let root = cx.rank == 0;
         // Only TRAIN-phase layers shard: in Caffe only rank 0 tests.
         let reader = ShardedReader::new(src, cx.rank, cx.world, cx.phase == Phase::Train)
             .map_err(|e| layer_err!("{e}"))?;
+        if let (true, Some(m)) = (root, &self.transform.mean_file) {
+            log::info(SITE_MEAN_FILE, &format!("Loading mean file from: {m}"));
+        }
         let transformer =
             DataTransformer::new(&self.transform, cx.phase, transformer_seed(cx.seed))
                 .map_err(|e| layer_err!("{e}"))?;
@@ -153,6 +172,12 @@ impl Layer for DataLayer {
             .output_shape(&d)
             .map_err(|e| layer_err!("{}: first record: {e}", self.source))?;
         io.top_mut(0).reshape(&[self.batch_size, c, h, w])?;
+        if root {
+            log::info(
+                SITE_OUTPUT_SIZE,
+                &format!("output data size: {},{c},{h},{w}", self.batch_size),
+            );
+        }
         let labels = io.n_tops() > 1;
         if labels {
             io.top_mut(1).reshape(&[self.batch_size])?;
@@ -163,10 +188,15 @@ impl Layer for DataLayer {
             batch_size: self.batch_size,
             labels,
             path: self.source.clone(),
+            log_restarts: root,
         };
         self.prefetcher = Some(
-            Prefetcher::spawn("rcaffe-data", self.prefetch, move || loader.load())
-                .map_err(|e| layer_err!("{e}"))?,
+            // A bounded channel of prefetch − 1 plus the batch waiting to be
+            // sent: `prefetch` batches ahead, like Caffe's batch pool.
+            Prefetcher::spawn("rcaffe-data", self.prefetch.saturating_sub(1), move || {
+                loader.load()
+            })
+            .map_err(|e| layer_err!("{e}"))?,
         );
         Ok(Vec::new())
     }
@@ -181,8 +211,7 @@ impl Layer for DataLayer {
             .prefetcher
             .as_mut()
             .ok_or_else(|| layer_err!("forward called before setup"))?;
-        let batch = p.next().map_err(|e| layer_err!("{e}"))?;
-        self.restarts += batch.restarts;
+        let batch = p.next_batch().map_err(|e| layer_err!("{e}"))?;
         let top = io.top_mut(0);
         top.reshape(&batch.shape)?;
         top.set_data(&batch.data)?;
