@@ -216,7 +216,42 @@ mod tests {
         assert_eq!(g(f32::NEG_INFINITY), "-inf");
         // The float is widened exactly, then rounded to 6 digits.
         assert_eq!(g(0.894f32), "0.894");
-        assert_eq!(g(0.89739990234375f32), "0.8974");
+        assert_eq!(g(0.8974f32), "0.8974");
+        assert_eq!(g(0.89739990234375f64), "0.8974");
+    }
+
+    #[derive(Clone, Default)]
+    struct Shared(std::sync::Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn lines_go_to_the_sink_with_one_newline() {
+        let buf = Shared::default();
+        let old = set_sink(Some(Box::new(buf.clone())));
+        info(site::SOLVER_DONE, "Optimization Done.");
+        info(site::SOLVER_INIT, "dump:\nline 1\n");
+        set_sink(old);
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        // Other tests may log at the same time; look for ours.
+        let done = text
+            .lines()
+            .find(|l| l.ends_with("Optimization Done."))
+            .unwrap();
+        assert!(
+            done.starts_with('I') && done.contains(" solver.cpp:332] "),
+            "{done}"
+        );
+        assert!(text.contains("] dump:\nline 1\n"), "{text}");
+        assert!(!text.contains("line 1\n\n"), "{text}");
     }
 
     #[test]

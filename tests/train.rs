@@ -472,6 +472,9 @@ fn bad_invocations_fail_cleanly() {
     ]);
     assert_eq!(code, Some(1));
     assert!(err.contains("not both"), "{err}");
+    let (code, err) = run(&["train", "-solver", "s", "-sigint_effect", "pause"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("Invalid signal effect \"pause\""), "{err}");
     let (code, err) = run(&["train", "--solver=missing.prototxt"]);
     assert_eq!(code, Some(1));
     assert!(err.contains("missing.prototxt"), "{err}");
@@ -509,6 +512,8 @@ fn sighup_snapshots_and_sigint_stops() {
     std::fs::write(dir.path().join("solver.prototxt"), solver).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_rcaffe"))
         .args(["train", "--solver", "solver.prototxt"])
+        // Caffe's defaults, spelled as Caffe users write them.
+        .args(["-sighup_effect", "snapshot", "--sigint_effect=stop"])
         .current_dir(dir.path())
         .stderr(Stdio::piped())
         .spawn()
@@ -523,7 +528,7 @@ fn sighup_snapshots_and_sigint_stops() {
         }
     });
     let mut log = String::new();
-    let mut wait_for = |needle: &str, log: &mut String| loop {
+    let wait_for = |needle: &str, log: &mut String| loop {
         match rx.recv_timeout(Duration::from_secs(120)) {
             Ok(line) => {
                 log.push_str(&line);

@@ -12,7 +12,7 @@ use rcaffe::log::{info, site};
 #[derive(Debug, Args)]
 pub struct DeviceQueryArgs {
     /// GPU ids to query (comma-separated, or `all`)
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub gpu: String,
 }
 

@@ -16,22 +16,22 @@ use super::device_query::{backend_for, stages_from_flag};
 #[derive(Debug, Args)]
 pub struct TestArgs {
     /// The model definition protocol buffer text file
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub model: String,
     /// The trained weights (.caffemodel)
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub weights: String,
     /// The number of batches to score
     #[arg(long, default_value_t = 50)]
     pub iterations: i32,
     /// GPU device id; this build has no GPU backend
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub gpu: String,
     /// The net level
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub level: i32,
     /// Comma-separated net stages
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub stage: String,
 }
 

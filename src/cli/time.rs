@@ -17,25 +17,25 @@ use super::device_query::{backend_for, stages_from_flag};
 #[derive(Debug, Args)]
 pub struct TimeArgs {
     /// The model definition protocol buffer text file
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub model: String,
     /// The number of timed iterations
     #[arg(long, default_value_t = 50)]
     pub iterations: i32,
     /// The net phase: TRAIN or TEST
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub phase: String,
     /// GPU device id; this build has no GPU backend
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub gpu: String,
     /// The net level
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub level: i32,
     /// Comma-separated net stages
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub stage: String,
     /// Accepted and ignored, as by Caffe's `time` (it times fresh weights)
-    #[arg(long, hide = true, default_value = "")]
+    #[arg(long, hide = true, default_value = "", hide_default_value = true)]
     pub weights: String,
 }
 

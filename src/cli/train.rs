@@ -19,28 +19,28 @@ use super::device_query::{backend_for, stages_from_flag};
 #[derive(Debug, Args)]
 pub struct TrainArgs {
     /// The solver definition protocol buffer text file
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub solver: String,
     /// Pretrained weights to fine-tune from: comma-separated .caffemodel files
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub weights: String,
     /// A .solverstate to resume training from
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub snapshot: String,
     /// GPU device ids (comma-separated) or `all`; this build has no GPU backend
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub gpu: String,
     /// The net level, written into the solver's train_state
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub level: i32,
     /// Comma-separated net stages, appended to the solver's train_state
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub stage: String,
     /// What SIGINT does: stop, snapshot or none
-    #[arg(long, default_value = "stop")]
+    #[arg(long = "sigint_effect", default_value = "stop")]
     pub sigint_effect: String,
     /// What SIGHUP does: stop, snapshot or none
-    #[arg(long, default_value = "snapshot")]
+    #[arg(long = "sighup_effect", default_value = "snapshot")]
     pub sighup_effect: String,
     /// Accepted for Caffe compatibility; training runs to the solver's max_iter
     #[arg(long, hide = true)]

@@ -4,8 +4,7 @@ use std::io::Read;
 use std::path::Path;
 
 use super::datum::encode_raw_datum;
-use super::lmdb::LmdbWriter;
-use super::source::DbBackend;
+use super::source::{create_writer, log_opened, DbBackend};
 use crate::error::{Error, Result};
 use crate::log::{self, site};
 
@@ -131,14 +130,8 @@ pub fn convert_mnist_data(
             labs.len()
         )));
     }
-    if backend == DbBackend::LevelDb {
-        return Err(Error::Data(format!(
-            "{}: writing LevelDB is not supported yet (it comes in a later issue); use --backend=lmdb",
-            db.display()
-        )));
-    }
-    let mut w = LmdbWriter::create(db)?;
-    log::info("db_lmdb.cpp:35", &format!("Opened lmdb {}", db.display()));
+    let mut w = create_writer(backend, db)?;
+    log_opened(backend, db);
     log::info(
         site::MNIST_TOTAL,
         &format!("A total of {} items.", imgs.count),

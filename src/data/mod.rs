@@ -7,6 +7,7 @@
 //! the Data layer's tops.
 pub mod datum;
 pub mod jpeg;
+pub mod leveldb;
 pub mod lmdb;
 pub mod mnist;
 pub mod prefetch;
@@ -15,8 +16,11 @@ pub mod source;
 pub mod transform;
 
 pub use datum::{decode_datum, decode_image, ColorMode, DecodedDatum, Pixels};
+pub use leveldb::{LevelDbSource, LevelDbWriter};
 pub use lmdb::{LmdbSource, LmdbWriter};
 pub use mnist::convert_mnist_data;
 pub use prefetch::{Batch, Prefetcher};
-pub use source::{open_source, DbBackend, Record, RecordSource, ShardedReader};
+pub use source::{
+    create_writer, log_opened, open_source, DbBackend, DbWriter, Record, RecordSource, ShardedReader,
+};
 pub use transform::DataTransformer;

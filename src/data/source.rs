@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
-use super::lmdb::LmdbSource;
+use super::leveldb::{LevelDbSource, LevelDbWriter};
+use super::lmdb::{LmdbSource, LmdbWriter};
 
 /// Which kind of database a path holds (`DataParameter.backend`, and the
 /// `--backend` flag of the conversion tools).
@@ -56,12 +57,70 @@ pub trait RecordSource: Send {
 pub fn open_source(backend: DbBackend, path: &Path) -> Result<Box<dyn RecordSource>> {
     match backend {
         DbBackend::Lmdb => Ok(Box::new(LmdbSource::open(path)?)),
-        DbBackend::LevelDb => Err(Error::Data(format!(
-            "{}: LevelDB databases are not supported yet (they come in a later issue); \
-             convert the data to LMDB",
-            path.display()
-        ))),
+        DbBackend::LevelDb => Ok(Box::new(LevelDbSource::open(path)?)),
     }
+}
+
+/// Caffe's `Opened lmdb <path>` / `Opened leveldb <path>` line, with the
+/// `file:line` of the backend's `Open`.
+pub fn log_opened(backend: DbBackend, path: &Path) {
+    let site = match backend {
+        DbBackend::Lmdb => "db_lmdb.cpp:35",
+        DbBackend::LevelDb => "db_leveldb.cpp:18",
+    };
+    crate::log::info(
+        site,
+        &format!("Opened {} {}", backend.name(), path.display()),
+    );
+}
+
+/// A new database being written by a conversion tool (Caffe's
+/// `db::Transaction`): `put` queues records, `commit` writes them at once
+/// (Caffe's tools commit every 1000 records), `finish` commits the rest and
+/// closes the database.
+pub trait DbWriter {
+    fn path(&self) -> &Path;
+    fn put(&mut self, key: &[u8], value: &[u8]);
+    fn commit(&mut self) -> Result<()>;
+    fn finish(self: Box<Self>) -> Result<()>;
+}
+
+impl DbWriter for LmdbWriter {
+    fn path(&self) -> &Path {
+        LmdbWriter::path(self)
+    }
+    fn put(&mut self, key: &[u8], value: &[u8]) {
+        LmdbWriter::put(self, key, value)
+    }
+    fn commit(&mut self) -> Result<()> {
+        LmdbWriter::commit(self)
+    }
+    fn finish(self: Box<Self>) -> Result<()> {
+        LmdbWriter::finish(*self)
+    }
+}
+
+impl DbWriter for LevelDbWriter {
+    fn path(&self) -> &Path {
+        LevelDbWriter::path(self)
+    }
+    fn put(&mut self, key: &[u8], value: &[u8]) {
+        LevelDbWriter::put(self, key, value)
+    }
+    fn commit(&mut self) -> Result<()> {
+        LevelDbWriter::commit(self)
+    }
+    fn finish(self: Box<Self>) -> Result<()> {
+        LevelDbWriter::finish(*self)
+    }
+}
+
+/// Create a new database (Caffe's `db::NEW`); an existing path is refused.
+pub fn create_writer(backend: DbBackend, path: &Path) -> Result<Box<dyn DbWriter>> {
+    Ok(match backend {
+        DbBackend::Lmdb => Box::new(LmdbWriter::create(path)?),
+        DbBackend::LevelDb => Box::new(LevelDbWriter::create(path)?),
+    })
 }
 
 /// One record, copied out of the database.
@@ -229,6 +288,26 @@ pub(crate) mod tests {
             .err()
             .unwrap()
             .to_string()
-            .contains("LevelDB"));
+            .contains("LevelDB database not found"));
+    }
+
+    #[test]
+    fn writers_of_both_backends_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        for b in [DbBackend::Lmdb, DbBackend::LevelDb] {
+            let path = dir.path().join(b.name());
+            let mut w = create_writer(b, &path).unwrap();
+            assert_eq!(w.path(), path);
+            w.put(b"b", b"2");
+            w.commit().unwrap();
+            w.put(b"a", b"1");
+            w.finish().unwrap();
+            assert!(create_writer(b, &path).is_err());
+            let mut s = open_source(b, &path).unwrap();
+            assert_eq!((s.key(), s.value()), (&b"a"[..], &b"1"[..]));
+            assert!(!s.advance().unwrap());
+            assert_eq!((s.key(), s.value()), (&b"b"[..], &b"2"[..]));
+            assert!(s.advance().unwrap());
+        }
     }
 }

@@ -128,9 +128,10 @@ pub(crate) fn im2col_host(g: &ConvGeometry, x: &[f32], col: &mut [f32]) {
                 let start = (base as i64 + (lo * s) as i64 + b) as usize;
                 if s == 1 {
                     dst[lo..hi].copy_from_slice(&x[start..start + (hi - lo)]);
-                } else {
-                    for (j, d) in dst[lo..hi].iter_mut().enumerate() {
-                        *d = x[start + j * s];
+                } else if hi > lo {
+                    let src = x[start..=start + (hi - lo - 1) * s].iter().step_by(s);
+                    for (d, &v) in dst[lo..hi].iter_mut().zip(src) {
+                        *d = v;
                     }
                 }
             }
@@ -149,8 +150,17 @@ pub(crate) fn col2im_host(g: &ConvGeometry, col: &[f32], x: &mut [f32]) {
     for_each_row(g, |off, base, b, lo, hi| {
         if let Some(base) = base {
             let start = (base as i64 + (lo * s) as i64 + b) as usize;
-            for (j, &v) in col[off + lo..off + hi].iter().enumerate() {
-                x[start + j * s] += v;
+            let src = &col[off + lo..off + hi];
+            if s == 1 {
+                let dst = &mut x[start..start + src.len()];
+                for (d, &v) in dst.iter_mut().zip(src) {
+                    *d += v;
+                }
+            } else if !src.is_empty() {
+                let dst = x[start..=start + (src.len() - 1) * s].iter_mut().step_by(s);
+                for (d, &v) in dst.zip(src) {
+                    *d += v;
+                }
             }
         }
     });
@@ -820,164 +830,5 @@ mod tests {
             &full,
             1e-5,
         );
-    }
-}
-#[cfg(test)]
-mod bench_tmp {
-    use super::*;
-    fn cpu_now() -> f64 {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-        ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
-    }
-    /// dst (m×n) with strides (cs, rs); lhs m×k strides; rhs k×n strides.
-    #[allow(clippy::too_many_arguments)]
-    fn raw(
-        m: usize,
-        n: usize,
-        k: usize,
-        dst: &mut [f32],
-        dcs: isize,
-        drs: isize,
-        a: &[f32],
-        acs: isize,
-        ars: isize,
-        b: &[f32],
-        bcs: isize,
-        brs: isize,
-    ) {
-        unsafe {
-            gemm::gemm(
-                m,
-                n,
-                k,
-                dst.as_mut_ptr(),
-                dcs,
-                drs,
-                false,
-                a.as_ptr(),
-                acs,
-                ars,
-                b.as_ptr(),
-                bcs,
-                brs,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
-        }
-    }
-    #[test]
-    #[ignore]
-    fn sgemm_shapes() {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(1)
-            .build()
-            .unwrap();
-        pool.install(|| {
-            let time = |name: &str, flops: usize, f: &mut dyn FnMut()| {
-                let mut best = f64::MAX;
-                for _ in 0..30 {
-                    let t = cpu_now();
-                    f();
-                    best = best.min(cpu_now() - t);
-                }
-                eprintln!(
-                    "{name}: {:.3} ms cpu, {:.1} GFLOP/cpu-s",
-                    best * 1e3,
-                    2.0 * flops as f64 / best / 1e9
-                );
-            };
-            let (oc, kd, s) = (32usize, 800usize, 256usize);
-            let w = vec![0.5f32; oc * kd];
-            let col = vec![0.25f32; kd * s];
-            let mut y = vec![0.0f32; oc * s];
-            let mut dw = vec![0.0f32; oc * kd];
-            let mut dcol = vec![0.0f32; kd * s];
-            let f = oc * kd * s;
-            time("fwd  Y=W*col        (NN)", f, &mut || {
-                sgemm(false, false, oc, s, kd, 1.0, &w, &col, 0.0, &mut y)
-            });
-            time("fwd  Yt=colt*Wt     ", f, &mut || {
-                raw(
-                    s,
-                    oc,
-                    kd,
-                    &mut y,
-                    s as isize,
-                    1,
-                    &col,
-                    s as isize,
-                    1,
-                    &w,
-                    kd as isize,
-                    1,
-                )
-            });
-            time("filt dW=dy*colT     ", f, &mut || {
-                sgemm(false, true, oc, kd, s, 1.0, &y, &col, 0.0, &mut dw)
-            });
-            time("filt dWt=col*dyT    ", f, &mut || {
-                raw(
-                    kd,
-                    oc,
-                    s,
-                    &mut dw,
-                    kd as isize,
-                    1,
-                    &col,
-                    1,
-                    s as isize,
-                    &y,
-                    s as isize,
-                    1,
-                )
-            });
-            time("data dcol=WT*dy     ", f, &mut || {
-                sgemm(true, false, kd, s, oc, 1.0, &w, &y, 0.0, &mut dcol)
-            });
-            time("data dcolt=dyT*W    ", f, &mut || {
-                raw(
-                    s,
-                    kd,
-                    oc,
-                    &mut dcol,
-                    s as isize,
-                    1,
-                    &y,
-                    s as isize,
-                    1,
-                    &w,
-                    1,
-                    kd as isize,
-                )
-            });
-            let x = vec![0.3f32; 32 * 256];
-            let g = ConvGeometry {
-                in_channels: 32,
-                in_shape: vec![16, 16],
-                out_channels: 32,
-                out_shape: vec![16, 16],
-                kernel: vec![5, 5],
-                stride: vec![1, 1],
-                pad: vec![2, 2],
-                dilation: vec![1, 1],
-                group: 1,
-            };
-            let mut colb = vec![0.0f32; g.col_len()];
-            let mut xb = vec![0.0f32; g.in_dim()];
-            time("im2col (flop=values)", g.col_len() / 2, &mut || {
-                im2col_host(&g, &x, &mut colb)
-            });
-            time("col2im (flop=values)", g.col_len() / 2, &mut || {
-                col2im_host(&g, &colb, &mut xb)
-            });
-        });
     }
 }

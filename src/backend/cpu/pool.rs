@@ -33,10 +33,10 @@ fn max_plane(g: &PoolGeometry, x: &[f32], y: &mut [f32], mask: &mut [f32]) {
                 let row = h * g.width;
                 for (w, &v) in x[row + ws..row + we].iter().enumerate() {
                     // Strict `>`: the first maximum in row-major order wins.
-                    if v > best {
-                        best = v;
-                        arg = (row + ws + w) as i64;
-                    }
+                    // Written as selects (random data defeats branch prediction).
+                    let gt = v > best;
+                    best = if gt { v } else { best };
+                    arg = if gt { (row + ws + w) as i64 } else { arg };
                 }
             }
             let p = ph * g.pooled_width + pw;

@@ -199,6 +199,98 @@ mod tests {
         }
     }
 
+    /// The rayon paths (large steps) give the same values as one stream at
+    /// a time.
+    #[test]
+    fn parallel_paths_match_row_by_row() {
+        let be = CpuBackend::new();
+        let (n, h) = (96, 512);
+        let val = |i: usize| ((i * 7919) % 1000) as f32 / 250.0 - 2.0;
+        let buf =
+            |len: usize, salt: usize| Buffer::from_vec((0..len).map(|i| val(i + salt)).collect());
+        let (cp, g) = (buf(n * h, 1), buf(n * 4 * h, 2));
+        let cont = Buffer::from_vec((0..n).map(|i| (i % 3 != 0) as u8 as f32).collect());
+        let (dc, dh) = (buf(n * h, 3), buf(n * h, 4));
+        let (mut c, mut hv) = (Buffer::host_zeros(n * h), Buffer::host_zeros(n * h));
+        be.lstm_unit_forward(
+            n,
+            h,
+            cp.view(),
+            g.view(),
+            cont.view(),
+            c.view_mut(),
+            hv.view_mut(),
+        );
+        let (mut dcp, mut dg) = (Buffer::host_zeros(n * h), Buffer::host_zeros(n * 4 * h));
+        be.lstm_unit_backward(
+            n,
+            h,
+            cp.view(),
+            g.view(),
+            cont.view(),
+            c.view(),
+            dc.view(),
+            dh.view(),
+            dcp.view_mut(),
+            dg.view_mut(),
+        );
+        let mut y = Buffer::host_zeros(n * h);
+        be.scale_rows(n, h, cont.view(), dc.view(), 0.0, y.view_mut());
+        for r in 0..n {
+            let (mut c1, mut h1) = (Buffer::host_zeros(h), Buffer::host_zeros(h));
+            let (o, og) = (r * h, r * 4 * h);
+            be.lstm_unit_forward(
+                1,
+                h,
+                cp.at(o),
+                g.at(og),
+                cont.at(r),
+                c1.view_mut(),
+                h1.view_mut(),
+            );
+            assert_eq!(
+                c1.host().unwrap(),
+                &c.host().unwrap()[o..o + h],
+                "c row {r}"
+            );
+            assert_eq!(
+                h1.host().unwrap(),
+                &hv.host().unwrap()[o..o + h],
+                "h row {r}"
+            );
+            let (mut dcp1, mut dg1) = (Buffer::host_zeros(h), Buffer::host_zeros(4 * h));
+            be.lstm_unit_backward(
+                1,
+                h,
+                cp.at(o),
+                g.at(og),
+                cont.at(r),
+                c.at(o),
+                dc.at(o),
+                dh.at(o),
+                dcp1.view_mut(),
+                dg1.view_mut(),
+            );
+            assert_eq!(
+                dcp1.host().unwrap(),
+                &dcp.host().unwrap()[o..o + h],
+                "dc_prev row {r}"
+            );
+            assert_eq!(
+                dg1.host().unwrap(),
+                &dg.host().unwrap()[og..og + 4 * h],
+                "dgates row {r}"
+            );
+            let s = cont.host().unwrap()[r];
+            let want: Vec<f32> = dc.host().unwrap()[o..o + h].iter().map(|v| s * v).collect();
+            assert_eq!(
+                &y.host().unwrap()[o..o + h],
+                want.as_slice(),
+                "scale row {r}"
+            );
+        }
+    }
+
     #[test]
     fn scale_rows_with_and_without_beta() {
         let be = CpuBackend::new();

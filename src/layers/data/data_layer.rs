@@ -5,7 +5,7 @@ use std::path::Path;
 
 use crate::data::prefetch::{Batch, Prefetcher};
 use crate::data::rng::transformer_seed;
-use crate::data::source::{open_source, DbBackend, RecordSource, ShardedReader};
+use crate::data::source::{log_opened, open_source, DbBackend, RecordSource, ShardedReader};
 use crate::data::{decode_datum, DataTransformer};
 use crate::error::{Error, Result};
 use crate::layer_err;
@@ -15,7 +15,6 @@ use crate::proto::caffe::data_parameter::Db;
 use crate::proto::caffe::{LayerParameter, Phase, TransformationParameter};
 
 /// Caffe's `file:line` for the messages this layer logs (rank 0 only).
-const SITE_OPENED: &str = "db_lmdb.cpp:35";
 const SITE_MEAN_FILE: &str = "data_transformer.cpp:25";
 const SITE_OUTPUT_SIZE: &str = "data_layer.cpp:45";
 const SITE_RESTART: &str = "data_layer.cpp:73";
@@ -38,21 +37,19 @@ impl DataLayer {
         if source.is_empty() {
             return Err(layer_err!("data_param.source is not set"));
         }
-        if dp.backend() == Db::Leveldb {
-            return Err(layer_err!(
-                "data_param.backend is LEVELDB (the default when no backend is given) for \
-                 source '{source}': LevelDB sources are not supported yet (they come in a later \
-                 issue); use an LMDB source with `backend: LMDB`"
-            ));
-        }
         if dp.batch_size() == 0 {
             return Err(layer_err!("data_param.batch_size must be positive"));
         }
-        let db = open_source(DbBackend::Lmdb, Path::new(&source))
+        // LEVELDB is the proto default, as in Caffe.
+        let backend = match dp.backend() {
+            Db::Leveldb => DbBackend::LevelDb,
+            Db::Lmdb => DbBackend::Lmdb,
+        };
+        let db = open_source(backend, Path::new(&source))
             .map_err(|e| layer_err!("cannot open data source: {e}"))?;
         // Caffe logs this for the root solver only; the constructor does not
         // know the replica, so every replica logs it.
-        log::info(SITE_OPENED, &format!("Opened lmdb {source}"));
+        log_opened(backend, Path::new(&source));
         Ok(DataLayer {
             db: Some(db),
             source,

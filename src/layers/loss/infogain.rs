@@ -34,7 +34,7 @@ pub struct InfogainLoss {
 
 impl InfogainLoss {
     pub fn new(lp: &LayerParameter) -> Result<Self> {
-        let lossp = lp.loss_param.clone().unwrap_or_default();
+        let lossp = lp.loss_param.unwrap_or_default();
         if lossp.normalize.is_some() {
             return Err(layer_err!(
                 "loss_param.normalize is deprecated for InfogainLoss; use loss_param.normalization"

@@ -8,7 +8,7 @@ use crate::proto::caffe::LayerParameter;
 
 pub fn new(lp: &LayerParameter) -> Result<Pointwise> {
     // Like Caffe, a missing clip_param reads as min = max = 0.
-    let p = lp.clip_param.clone().unwrap_or_default();
+    let p = lp.clip_param.unwrap_or_default();
     let (min, max) = (p.min, p.max);
     if min.is_nan() || max.is_nan() || min > max {
         return Err(layer_err!(

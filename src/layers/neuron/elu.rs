@@ -6,6 +6,6 @@ use crate::error::Result;
 use crate::proto::caffe::LayerParameter;
 
 pub fn new(lp: &LayerParameter) -> Result<Pointwise> {
-    let alpha = lp.elu_param.clone().unwrap_or_default().alpha();
+    let alpha = lp.elu_param.unwrap_or_default().alpha();
     Ok(Pointwise::new("ELU", Unary::ELU { alpha }))
 }

@@ -23,7 +23,7 @@ pub(super) fn log_base(base: f32) -> Result<f32> {
 }
 
 pub fn new(lp: &LayerParameter) -> Result<Pointwise> {
-    let p = lp.exp_param.clone().unwrap_or_default();
+    let p = lp.exp_param.unwrap_or_default();
     let (base, scale, shift) = (p.base(), p.scale(), p.shift());
     let inner = log_base(base)? * scale;
     let outer = if shift == 0.0 {

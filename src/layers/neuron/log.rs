@@ -6,7 +6,7 @@ use crate::error::Result;
 use crate::proto::caffe::LayerParameter;
 
 pub fn new(lp: &LayerParameter) -> Result<Pointwise> {
-    let p = lp.log_param.clone().unwrap_or_default();
+    let p = lp.log_param.unwrap_or_default();
     let (scale, shift) = (p.scale(), p.shift());
     let lb = log_base(p.base())?;
     Ok(Pointwise::new(

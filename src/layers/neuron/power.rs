@@ -5,7 +5,7 @@ use crate::error::Result;
 use crate::proto::caffe::LayerParameter;
 
 pub fn new(lp: &LayerParameter) -> Result<Pointwise> {
-    let p = lp.power_param.clone().unwrap_or_default();
+    let p = lp.power_param.unwrap_or_default();
     let (power, scale, shift) = (p.power(), p.scale(), p.shift());
     Ok(Pointwise::new(
         "Power",

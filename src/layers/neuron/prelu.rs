@@ -43,7 +43,7 @@ impl PReLU {
         let count: usize = shape.iter().product();
         let outer = shape[0];
         if self.channel_shared {
-            Ok((outer, 1, if outer == 0 { 0 } else { count / outer }))
+            Ok((outer, 1, count.checked_div(outer).unwrap_or(0)))
         } else {
             Ok((outer, shape[1], shape[2..].iter().product()))
         }
@@ -176,5 +176,141 @@ impl Layer for PReLU {
             );
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::layers::Io;
+    use crate::proto::caffe::Phase;
+    use crate::tensor::Blob;
+    use crate::testing::gradient::{
+        cpu_ctx, gaussian_blob, layer_from_text, run_forward, GradientChecker,
+    };
+
+    const SHARED: &str = r#"type: "PReLU" prelu_param { channel_shared: true }"#;
+    const PER_CHANNEL: &str = r#"type: "PReLU"
+        prelu_param { filler { type: "uniform" min: 0.05 max: 0.5 } }"#;
+
+    #[test]
+    fn default_slope_and_shapes() {
+        for (t, slope_shape) in [(r#"type: "PReLU""#, vec![3]), (SHARED, vec![])] {
+            let mut l = layer_from_text(t).unwrap();
+            let mut a = vec![Blob::from_host(
+                &[1, 3, 1, 2],
+                vec![-4., 4., -2., 2., 0., -1.],
+            )];
+            run_forward(
+                l.as_mut(),
+                &mut cpu_ctx(Phase::Train),
+                &mut a,
+                &[0],
+                &[1],
+                &[2],
+            )
+            .unwrap();
+            assert_eq!(a[2].shape(), slope_shape.as_slice());
+            assert!(a[2].data_vec().iter().all(|&s| s == 0.25));
+            assert_eq!(a[1].data_vec(), vec![-1., 4., -0.5, 2., 0., -0.25]);
+        }
+    }
+
+    #[test]
+    fn forward_per_channel() {
+        let mut l = layer_from_text(PER_CHANNEL).unwrap();
+        let x = gaussian_blob(&[2, 3, 2, 2], 1.0, 1);
+        let mut a = vec![x.clone()];
+        run_forward(
+            l.as_mut(),
+            &mut cpu_ctx(Phase::Train),
+            &mut a,
+            &[0],
+            &[1],
+            &[2],
+        )
+        .unwrap();
+        let slope = a[2].data_vec();
+        assert!(slope.iter().all(|&s| (0.05..=0.5).contains(&s)));
+        for (i, (&x, &y)) in x.data_vec().iter().zip(&a[1].data_vec()).enumerate() {
+            let c = (i / 4) % 3;
+            assert_eq!(y, if x > 0.0 { x } else { slope[c] * x });
+        }
+    }
+
+    #[test]
+    fn gradients() {
+        let c = GradientChecker::new(1e-2, 1e-3).kink(0.0, 0.01);
+        for t in [PER_CHANNEL, SHARED] {
+            for shape in [&[2usize, 3, 2, 2][..], &[1, 3, 2, 2], &[2, 3]] {
+                let x = gaussian_blob(shape, 1.0, 7);
+                let mut l = layer_from_text(t).unwrap();
+                let mut a = vec![x.clone()];
+                c.check_layer_exhaustive(
+                    l.as_mut(),
+                    &mut cpu_ctx(Phase::Train),
+                    &mut a,
+                    &[0],
+                    &[1],
+                    &[2],
+                )
+                .unwrap_or_else(|e| panic!("{t} {shape:?}: {e}"));
+                let mut l = layer_from_text(t).unwrap();
+                let mut a = vec![x];
+                c.check_layer(
+                    l.as_mut(),
+                    &mut cpu_ctx(Phase::Train),
+                    &mut a,
+                    &[0],
+                    &[0],
+                    &[1],
+                )
+                .unwrap_or_else(|e| panic!("{t} {shape:?} in place: {e}"));
+            }
+        }
+    }
+
+    /// In place equals out of place; the slope gradient accumulates.
+    #[test]
+    fn in_place_and_accumulation() {
+        let x = gaussian_blob(&[2, 3, 4], 1.0, 3);
+        let dy = gaussian_blob(&[2, 3, 4], 1.0, 4).data_vec();
+        let mut got = Vec::new();
+        for (top, p) in [(1usize, 2usize), (0, 1)] {
+            let mut l = layer_from_text(PER_CHANNEL).unwrap();
+            let mut a = vec![x.clone()];
+            let mut cx = cpu_ctx(Phase::Train);
+            run_forward(l.as_mut(), &mut cx, &mut a, &[0], &[top], &[p]).unwrap();
+            let y = a[top].data_vec();
+            a[top].set_diff(&dy).unwrap();
+            l.backward(&mut cx, &mut Io::new(&mut a, &[0], &[top], &[p]), &[true])
+                .unwrap();
+            let first = a[p].diff_vec();
+            got.push((y, a[0].diff_vec(), first.clone()));
+            // A second backward adds the same slope gradient again.
+            if top == 1 {
+                l.backward(&mut cx, &mut Io::new(&mut a, &[0], &[top], &[p]), &[false])
+                    .unwrap();
+                let twice: Vec<f32> = first.iter().map(|v| 2.0 * v).collect();
+                assert_eq!(a[p].diff_vec(), twice);
+            }
+        }
+        assert_eq!(got[0], got[1]);
+    }
+
+    #[test]
+    fn rejects_1d_bottom() {
+        let mut l = layer_from_text(r#"name: "p" type: "PReLU""#).unwrap();
+        let mut a = vec![Blob::from_host(&[3], vec![1., 2., 3.])];
+        let err = run_forward(
+            l.as_mut(),
+            &mut cpu_ctx(Phase::Train),
+            &mut a,
+            &[0],
+            &[1],
+            &[2],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("at least 2 axes"), "{err}");
     }
 }

@@ -5,6 +5,6 @@ use crate::error::Result;
 use crate::proto::caffe::LayerParameter;
 
 pub fn new(lp: &LayerParameter) -> Result<Pointwise> {
-    let beta = lp.swish_param.clone().unwrap_or_default().beta();
+    let beta = lp.swish_param.unwrap_or_default().beta();
     Ok(Pointwise::new("Swish", Unary::Swish { beta }))
 }

@@ -6,7 +6,7 @@ use crate::error::Result;
 use crate::proto::caffe::LayerParameter;
 
 pub fn new(lp: &LayerParameter) -> Result<Pointwise> {
-    let threshold = lp.threshold_param.clone().unwrap_or_default().threshold();
+    let threshold = lp.threshold_param.unwrap_or_default().threshold();
     Ok(Pointwise::forward_only(
         "Threshold",
         Unary::Threshold { threshold },

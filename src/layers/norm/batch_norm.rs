@@ -35,7 +35,7 @@ pub struct BatchNorm {
 
 impl BatchNorm {
     pub fn new(lp: &LayerParameter) -> Result<Self> {
-        let p = lp.batch_norm_param.clone().unwrap_or_default();
+        let p = lp.batch_norm_param.unwrap_or_default();
         let eps = p.eps();
         if eps.is_nan() || eps < 0.0 {
             return Err(layer_err!("eps must be non-negative, got {eps}"));
@@ -66,7 +66,7 @@ impl BatchNorm {
         let num = shape[0];
         let count: usize = shape.iter().product();
         let c = self.channels;
-        let spatial = if num * c == 0 { 0 } else { count / (num * c) };
+        let spatial = count.checked_div(num * c).unwrap_or(0);
         (num, c, spatial)
     }
 

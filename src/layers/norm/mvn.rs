@@ -34,7 +34,7 @@ pub struct Mvn {
 
 impl Mvn {
     pub fn new(lp: &LayerParameter) -> Result<Self> {
-        let p = lp.mvn_param.clone().unwrap_or_default();
+        let p = lp.mvn_param.unwrap_or_default();
         let eps = p.eps();
         if eps.is_nan() || eps < 0.0 {
             return Err(layer_err!("eps must be non-negative, got {eps}"));

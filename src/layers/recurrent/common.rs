@@ -74,6 +74,12 @@ impl RecurrentConfig {
                 x.shape_string()
             ));
         }
+        if x.shape()[0] == 0 {
+            return Err(layer_err!(
+                "bottom[0] must hold at least one timestep, got shape {}",
+                x.shape_string()
+            ));
+        }
         let mut d = Dims {
             t: x.shape()[0],
             n: x.shape()[1],

@@ -496,11 +496,11 @@ fn check(lp: &LayerParameter, bottoms: Vec<Blob>, ntops: usize, check: &[usize])
             &t,
             &p,
         )
-        .unwrap_or_else(|e| panic!("{lp:?}: {e}"));
+        .unwrap_or_else(|e| panic!("{} {:?}: {e}", lp.r#type(), lp.bottom));
 }
 
 #[test]
-fn lstm_gradients() {
+fn lstm_and_rnn_gradients() {
     for ty in ["LSTM", "RNN"] {
         // Resets in the middle of the sequences.
         check(

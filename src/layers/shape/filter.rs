@@ -96,10 +96,7 @@ impl Layer for Filter {
                 "cannot backpropagate to the filter selector input"
             ));
         }
-        for t in 0..io.n_tops() {
-            if !propagate_down[t] {
-                continue;
-            }
+        for t in (0..io.n_tops()).filter(|&t| propagate_down[t]) {
             let ([y], [x]) = io.split([Slot::T(t)], [Slot::B(t)])?;
             let row = x.count_from(1);
             cx.be.set(x.count(), 0.0, x.diff.view_mut());

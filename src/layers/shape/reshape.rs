@@ -95,7 +95,7 @@ impl Reshape {
         top.extend_from_slice(&b[end..]);
         let count: usize = b.iter().product();
         if let Some(at) = inferred {
-            if known == 0 || count % known != 0 {
+            if known == 0 || !count.is_multiple_of(known) {
                 return Err(layer_err!(
                     "bottom count ({count}) must be divisible by the product of the specified \
                      dimensions ({known})"

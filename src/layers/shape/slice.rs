@@ -85,7 +85,7 @@ impl Layer for Slice {
         let n_tops = io.n_tops();
         let dim = shape[axis];
         self.lens = if self.points.is_empty() {
-            if dim % n_tops != 0 {
+            if !dim.is_multiple_of(n_tops) {
                 return Err(layer_err!(
                     "number of top blobs ({n_tops}) should evenly divide input slice axis ({dim})"
                 ));
