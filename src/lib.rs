@@ -14,5 +14,6 @@ pub mod proto;
 pub mod solver;
 pub mod tensor;
 pub mod testing;
+pub mod tools;
 
 pub use error::{Error, Result};

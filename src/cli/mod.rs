@@ -9,7 +9,9 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser, Subcommand};
 
 pub mod args;
+pub mod compute_image_mean;
 pub mod convert;
+pub mod convert_imageset;
 pub mod device_query;
 pub mod test;
 pub mod time;
@@ -42,6 +44,10 @@ pub enum Command {
     DeviceQuery(device_query::DeviceQueryArgs),
     /// Convert MNIST IDX image and label files into a database of Datums
     ConvertMnistData(convert::ConvertMnistArgs),
+    /// Convert a set of images (a list file of `path label`) into a database of Datums
+    ConvertImageset(convert_imageset::ConvertImagesetArgs),
+    /// Compute the mean image of a database of Datums
+    ComputeImageMean(compute_image_mean::ComputeImageMeanArgs),
     /// Upgrade a net prototxt from any older format (V0, V1, input fields ...)
     UpgradeNetProtoText(upgrade::InOut),
     /// Upgrade a solver prototxt (`solver_type` enum → `type` string)
@@ -59,6 +65,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Time(a) => time::run(&a),
         Command::DeviceQuery(a) => device_query::run(&a),
         Command::ConvertMnistData(a) => convert::run(&a),
+        Command::ConvertImageset(a) => convert_imageset::run(&a),
+        Command::ComputeImageMean(a) => compute_image_mean::run(&a),
         Command::UpgradeNetProtoText(a) => upgrade::net_text(&a),
         Command::UpgradeSolverProtoText(a) => upgrade::solver_text(&a),
         Command::UpgradeNetProtoBinary(a) => upgrade::net_binary(&a),

@@ -10,6 +10,7 @@ use rcaffe::log::{g, info, site};
 use rcaffe::net::{Net, NetOptions};
 use rcaffe::proto::caffe::Phase;
 use rcaffe::proto::upgrade;
+use rcaffe::solver::loss_suffix;
 
 use super::device_query::{backend_for, stages_from_flag};
 
@@ -33,15 +34,6 @@ pub struct TestArgs {
     /// Comma-separated net stages
     #[arg(long, default_value = "", hide_default_value = true)]
     pub stage: String,
-}
-
-/// ` (* w = w·v loss)` for outputs with a loss weight.
-pub fn loss_suffix(w: f32, v: f32) -> String {
-    if w != 0.0 {
-        format!(" (* {} = {} loss)", g(w), g(w * v))
-    } else {
-        String::new()
-    }
 }
 
 pub fn run(a: &TestArgs) -> anyhow::Result<ExitCode> {

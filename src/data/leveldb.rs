@@ -153,7 +153,11 @@ impl LevelDbSource {
             .map_err(|e| ldb_err(&self.path, "iterator", e))?;
         if after_last {
             it.seek(&self.last_key);
-            if it.valid() && it.current().is_some_and(|(k, _)| k[..] == self.last_key[..]) {
+            if it.valid()
+                && it
+                    .current()
+                    .is_some_and(|(k, _)| k[..] == self.last_key[..])
+            {
                 it.advance();
             }
         } else {
@@ -260,9 +264,7 @@ impl LevelDbWriter {
     /// Commit what is left, flush and close.
     pub fn finish(mut self) -> Result<()> {
         self.commit()?;
-        self.db
-            .close()
-            .map_err(|e| ldb_err(&self.path, "close", e))
+        self.db.close().map_err(|e| ldb_err(&self.path, "close", e))
     }
 }
 
@@ -293,7 +295,10 @@ mod tests {
             assert!(!src.advance().unwrap());
         }
         assert_eq!(src.key(), b"zzz");
-        assert!(src.advance().unwrap(), "advancing past the last record wraps");
+        assert!(
+            src.advance().unwrap(),
+            "advancing past the last record wraps"
+        );
         assert_eq!(src.key(), b"00000000");
     }
 

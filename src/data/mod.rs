@@ -6,14 +6,17 @@
 //! rank of world) → `decode_datum` → `DataTransformer` → `Prefetcher` →
 //! the Data layer's tops.
 pub mod datum;
+pub mod image;
 pub mod jpeg;
 pub mod leveldb;
 pub mod lmdb;
 pub mod mnist;
 pub mod prefetch;
+pub mod resize;
 pub mod rng;
 pub mod source;
 pub mod transform;
+pub mod workers;
 
 pub use datum::{decode_datum, decode_image, ColorMode, DecodedDatum, Pixels};
 pub use leveldb::{LevelDbSource, LevelDbWriter};
@@ -21,6 +24,8 @@ pub use lmdb::{LmdbSource, LmdbWriter};
 pub use mnist::convert_mnist_data;
 pub use prefetch::{Batch, Prefetcher};
 pub use source::{
-    create_writer, log_opened, open_source, DbBackend, DbWriter, Record, RecordSource, ShardedReader,
+    create_writer, log_opened, open_source, DbBackend, DbWriter, Record, RecordSource,
+    ShardedReader,
 };
-pub use transform::DataTransformer;
+pub use transform::{DataTransformer, Draws};
+pub use workers::{assemble_batch, default_workers, Item, ItemJob, ItemLoader, WorkerPool};

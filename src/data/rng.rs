@@ -52,6 +52,35 @@ impl Mt19937 {
     pub fn rand(&mut self, n: u32) -> u32 {
         self.next_u32() % n
     }
+
+    /// `boost::uniform_int(0, max)` over this engine: draws are split into
+    /// `max + 1` equal buckets and draws past the last bucket are rejected.
+    pub fn uniform_int(&mut self, max: u32) -> u32 {
+        if max == u32::MAX {
+            return self.next_u32();
+        }
+        let brange = u32::MAX as u64;
+        let n = max as u64 + 1;
+        let mut bucket = brange / n;
+        if brange % n == max as u64 {
+            bucket += 1;
+        }
+        loop {
+            let r = self.next_u32() as u64 / bucket;
+            if r <= max as u64 {
+                return r as u32;
+            }
+        }
+    }
+}
+
+/// Caffe's `shuffle(begin, end, gen)` (`caffe/util/rng.hpp`): from the last
+/// element down, swap element `i` with one drawn uniformly from `0..=i`.
+pub fn caffe_shuffle<T>(v: &mut [T], g: &mut Mt19937) {
+    for i in (1..v.len()).rev() {
+        let j = g.uniform_int(i as u32) as usize;
+        v.swap(i, j);
+    }
 }
 
 /// The seed Caffe gives a prefetching data layer's transformer when the
@@ -81,5 +110,34 @@ mod tests {
         assert_eq!(v, 4_123_659_995);
         let mut g = Mt19937::new(5489);
         assert_eq!(g.next_u32(), 3_499_211_612);
+    }
+
+    #[test]
+    fn uniform_int_buckets_like_boost() {
+        // max + 1 = 2^k divides 2^32: a bucket of 2^(32-k), never rejected.
+        let mut a = Mt19937::new(7);
+        let mut b = Mt19937::new(7);
+        for _ in 0..100 {
+            assert_eq!(a.uniform_int(3), b.next_u32() >> 30);
+        }
+        // Otherwise bucket = (2^32 - 1) / (max + 1) and high draws retry.
+        let mut a = Mt19937::new(9);
+        let mut b = Mt19937::new(9);
+        let bucket = u32::MAX / 3;
+        for _ in 0..100 {
+            let want = loop {
+                let r = b.next_u32() / bucket;
+                if r <= 2 {
+                    break r;
+                }
+            };
+            assert_eq!(a.uniform_int(2), want);
+        }
+        let mut v: Vec<u32> = (0..50).collect();
+        caffe_shuffle(&mut v, &mut Mt19937::new(1));
+        let mut s = v.clone();
+        s.sort();
+        assert_eq!(s, (0..50).collect::<Vec<_>>());
+        assert_ne!(v, s);
     }
 }

@@ -103,6 +103,23 @@ impl DataTransformer {
     /// Transform one item into `out` (`output_shape` values), drawing the
     /// random mirror and crop as Caffe does.
     pub fn transform(&mut self, d: &DecodedDatum, out: &mut [f32]) -> Result<()> {
+        let draws = self.draw();
+        self.transform_with(d, draws, out)
+    }
+
+    /// The random numbers one item consumes, in Caffe's order: the mirror
+    /// draw (`mirror` only), then the crop offsets (TRAIN with a crop). The
+    /// count never depends on the image, so a reader can draw them in
+    /// record order while workers decode and transform out of order.
+    pub fn draw(&mut self) -> Draws {
+        let mirror = self.mirror.then(|| self.rng.next_u32());
+        let crop = (self.crop_size > 0 && self.phase == Phase::Train)
+            .then(|| (self.rng.next_u32(), self.rng.next_u32()));
+        Draws { mirror, crop }
+    }
+
+    /// Transform one item with draws made by [`draw`](Self::draw).
+    pub fn transform_with(&self, d: &DecodedDatum, draws: Draws, out: &mut [f32]) -> Result<()> {
         let [c, oh, ow] = self.output_shape(d)?;
         if out.len() != c * oh * ow {
             return Err(Error::Data(format!(
@@ -126,12 +143,13 @@ impl DataTransformer {
             }
             _ => {}
         }
-        let do_mirror = self.mirror && self.rng.rand(2) == 1;
+        // Caffe's Rand(n) is one draw modulo n.
+        let do_mirror = draws.mirror.is_some_and(|r| r % 2 == 1);
         let (mut h_off, mut w_off) = (0, 0);
         if self.crop_size > 0 {
-            if self.phase == Phase::Train {
-                h_off = self.rng.rand((h - oh + 1) as u32) as usize;
-                w_off = self.rng.rand((w - ow + 1) as u32) as usize;
+            if let Some((rh, rw)) = draws.crop {
+                h_off = (rh % (h - oh + 1) as u32) as usize;
+                w_off = (rw % (w - ow + 1) as u32) as usize;
             } else {
                 h_off = (h - oh) / 2;
                 w_off = (w - ow) / 2;
@@ -159,6 +177,19 @@ impl DataTransformer {
         }
         Ok(())
     }
+
+    /// Whether items consume random numbers (Caffe's `InitRand` condition:
+    /// `mirror`, or a crop in TRAIN).
+    pub fn needs_rand(&self) -> bool {
+        self.mirror || (self.phase == Phase::Train && self.crop_size > 0)
+    }
+}
+
+/// The random draws of one item (see [`DataTransformer::draw`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Draws {
+    pub mirror: Option<u32>,
+    pub crop: Option<(u32, u32)>,
 }
 
 /// A mean `.binaryproto`; its channels/height/width are Caffe's legacy dims

@@ -12,9 +12,9 @@ mod pointwise;
 mod power;
 mod prelu;
 mod swish;
-mod threshold;
 #[cfg(test)]
 mod tests;
+mod threshold;
 
 use super::Layer;
 use crate::backend::Unary;

@@ -41,6 +41,18 @@ mod tests {
     use crate::tensor::Blob;
     use std::time::Instant;
 
+    /// CPU time of the whole process (all rayon workers), in ms: less
+    /// sensitive than wall time to other processes on a shared machine.
+    fn cpu_ms() -> f64 {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes the timespec it is given.
+        unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+        ts.tv_sec as f64 * 1e3 + ts.tv_nsec as f64 * 1e-6
+    }
+
     #[test]
     fn registry_knows_the_family() {
         for ty in TYPES {
@@ -54,7 +66,9 @@ mod tests {
     fn time_chain(input: &[usize], bodies: &[&str], iters: usize) -> f64 {
         let mut cx = cx();
         let mut arena: Vec<Blob> = random_blobs(&[input], 7);
-        let mut layers: Vec<(Box<dyn Layer>, usize, usize, Vec<usize>)> = Vec::new();
+        // (layer, bottom id, top id, param ids)
+        type Entry = (Box<dyn Layer>, usize, usize, Vec<usize>);
+        let mut layers: Vec<Entry> = Vec::new();
         let mut b = 0;
         for body in bodies {
             let mut l = make_layer(body).unwrap();
@@ -79,10 +93,12 @@ mod tests {
         }
         let nl = layers.len();
         let (mut best, mut fwd, mut bwd) = (f64::MAX, vec![f64::MAX; nl], vec![f64::MAX; nl]);
+        let (mut best_cpu, mut fwd_cpu, mut bwd_cpu) =
+            (f64::MAX, vec![f64::MAX; nl], vec![f64::MAX; nl]);
         for _ in 0..iters {
-            let t0 = Instant::now();
+            let (t0, c0) = (Instant::now(), cpu_ms());
             for (i, (l, b, t, p)) in layers.iter_mut().enumerate() {
-                let t1 = Instant::now();
+                let (t1, c1) = (Instant::now(), cpu_ms());
                 let mut io = Io::new(
                     &mut arena,
                     std::slice::from_ref(b),
@@ -92,9 +108,10 @@ mod tests {
                 l.reshape(&mut cx, &mut io).unwrap();
                 l.forward(&mut cx, &mut io).unwrap();
                 fwd[i] = fwd[i].min(t1.elapsed().as_secs_f64() * 1e3);
+                fwd_cpu[i] = fwd_cpu[i].min(cpu_ms() - c1);
             }
             for (i, (l, b, t, p)) in layers.iter_mut().enumerate().rev() {
-                let t1 = Instant::now();
+                let (t1, c1) = (Instant::now(), cpu_ms());
                 let mut io = Io::new(
                     &mut arena,
                     std::slice::from_ref(b),
@@ -103,17 +120,22 @@ mod tests {
                 );
                 l.backward(&mut cx, &mut io, &[i > 0]).unwrap();
                 bwd[i] = bwd[i].min(t1.elapsed().as_secs_f64() * 1e3);
+                bwd_cpu[i] = bwd_cpu[i].min(cpu_ms() - c1);
             }
             best = best.min(t0.elapsed().as_secs_f64() * 1e3);
+            best_cpu = best_cpu.min(cpu_ms() - c0);
         }
         for i in 0..nl {
             eprintln!(
-                "  {:<12} forward {:7.2} ms  backward {:7.2} ms",
+                "  {:<12} forward {:7.2} ms ({:7.2} cpu)  backward {:7.2} ms ({:7.2} cpu)",
                 layers[i].0.type_name(),
                 fwd[i],
-                bwd[i]
+                fwd_cpu[i],
+                bwd[i],
+                bwd_cpu[i]
             );
         }
+        eprintln!("  total {best:.2} ms wall, {best_cpu:.2} ms cpu (all threads)");
         best
     }
 

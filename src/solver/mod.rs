@@ -859,8 +859,9 @@ impl Solver {
     }
 }
 
-/// ` (* w = w·v loss)` for outputs with a loss weight, else nothing.
-fn loss_suffix(w: f32, v: f32) -> String {
+/// ` (* w = w·v loss)` for outputs with a loss weight, else nothing (the
+/// suffix of Caffe's output lines).
+pub fn loss_suffix(w: f32, v: f32) -> String {
     if w != 0.0 {
         format!(" (* {} = {} loss)", g(w), g(w * v))
     } else {

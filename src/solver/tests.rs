@@ -300,3 +300,15 @@ fn settings_are_checked_before_training() {
     .to_string();
     assert!(none.contains("must specify a train net"), "{none}");
 }
+
+#[test]
+fn learned_net_is_found_next_to_a_moved_solverstate() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("run_iter_5.solverstate");
+    std::fs::write(dir.path().join("run_iter_5.caffemodel"), b"x").unwrap();
+    // Written as a path relative to the training directory, now elsewhere.
+    let got = Solver::resolve_learned_net("old/dir/run_iter_5.caffemodel", &state);
+    assert_eq!(got, dir.path().join("run_iter_5.caffemodel"));
+    let missing = Solver::resolve_learned_net("gone.caffemodel", &state);
+    assert_eq!(missing, PathBuf::from("gone.caffemodel"));
+}

@@ -18,23 +18,57 @@ fn apply(op: Binary, a: f32, b: f32) -> f32 {
     }
 }
 
-/// `out[c] = alpha · Σ_{o,i} term(index) + beta · out[c]`.
+/// `Σ a[i]·b[i]` (or `Σ a[i]` without `b`) in f64, with independent
+/// partial sums so the loop pipelines.
+fn row_sum(a: &[f32], b: Option<&[f32]>) -> f64 {
+    let mut acc = [0.0f64; 4];
+    match b {
+        None => {
+            let mut it = a.chunks_exact(4);
+            for q in &mut it {
+                for k in 0..4 {
+                    acc[k] += q[k] as f64;
+                }
+            }
+            acc[0] += it.remainder().iter().map(|&v| v as f64).sum::<f64>();
+        }
+        Some(b) => {
+            let mut ia = a.chunks_exact(4);
+            let mut ib = b.chunks_exact(4);
+            for (qa, qb) in (&mut ia).zip(&mut ib) {
+                for k in 0..4 {
+                    acc[k] += qa[k] as f64 * qb[k] as f64;
+                }
+            }
+            acc[0] += ia
+                .remainder()
+                .iter()
+                .zip(ib.remainder())
+                .map(|(&x, &y)| x as f64 * y as f64)
+                .sum::<f64>();
+        }
+    }
+    (acc[0] + acc[1]) + (acc[2] + acc[3])
+}
+
+/// `out[c] = alpha · Σ_{o,i} a·b + beta · out[c]` over `[outer, channels, inner]`
+/// (`b` absent: a plain sum). `beta == 0` never reads `out`.
+#[allow(clippy::too_many_arguments)]
 fn reduce(
     outer: usize,
     channels: usize,
     inner: usize,
     alpha: f32,
+    a: &[f32],
+    b: Option<&[f32]>,
     beta: f32,
     out: &mut [f32],
-    term: impl Fn(usize) -> f64 + Sync,
 ) {
     let one = |c: usize, o: &mut f32| {
         let mut s = 0.0f64;
         for n in 0..outer {
-            let base = (n * channels + c) * inner;
-            for i in base..base + inner {
-                s += term(i);
-            }
+            let r = (n * channels + c) * inner..(n * channels + c + 1) * inner;
+            s += row_sum(&a[r.clone()], b.map(|b| &b[r]));
         }
         let v = alpha as f64 * s;
         *o = if beta == 0.0 {
@@ -50,8 +84,8 @@ fn reduce(
     }
 }
 
-/// Run `f(row, values)` over the `outer·channels` rows of `inner` values,
-/// where `row % channels` is the channel.
+/// Run `f(channel, offset, values)` over the `outer·channels` rows of
+/// `inner` values (`offset` is the row's first index).
 fn rows(y: &mut [f32], channels: usize, inner: usize, f: impl Fn(usize, usize, &mut [f32]) + Sync) {
     if inner == 0 {
         return;
@@ -84,9 +118,10 @@ impl NormOps for CpuBackend {
             channels,
             inner,
             alpha,
+            x,
+            None,
             beta,
             out.host(channels),
-            |i| x[i] as f64,
         );
     }
 
@@ -108,9 +143,10 @@ impl NormOps for CpuBackend {
             channels,
             inner,
             alpha,
+            a,
+            Some(b),
             beta,
             out.host(channels),
-            |i| a[i] as f64 * b[i] as f64,
         );
     }
 
@@ -259,7 +295,7 @@ mod tests {
         be.channel_sum(2, 3, 2, 0.5, x.view(), 2.0, out.view_mut());
         assert_eq!(out.read(3), vec![35.0, 55.0, 75.0]);
         be.channel_dot(2, 3, 2, 1.0, x.view(), x.view(), 0.0, out.view_mut());
-        assert_eq!(out.read(3), vec![86.0, 198.0, 342.0]);
+        assert_eq!(out.read(3), vec![86.0, 158.0, 262.0]);
         // beta = 0 never reads the old values, NaN included.
         let mut nan = buf(&[f32::NAN; 3]);
         be.channel_sum(2, 3, 2, 1.0, x.view(), 0.0, nan.view_mut());

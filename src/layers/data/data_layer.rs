@@ -5,7 +5,10 @@ use std::path::Path;
 
 use crate::data::prefetch::{Batch, Prefetcher};
 use crate::data::rng::transformer_seed;
-use crate::data::source::{log_opened, open_source, DbBackend, RecordSource, ShardedReader};
+use crate::data::source::{
+    key_string, log_opened, open_source, DbBackend, Record, RecordSource, ShardedReader,
+};
+use crate::data::workers::{assemble_batch, default_workers, ItemJob, ItemLoader};
 use crate::data::{decode_datum, DataTransformer};
 use crate::error::{Error, Result};
 use crate::layer_err;
@@ -64,7 +67,9 @@ impl DataLayer {
 /// Everything the prefetch thread owns.
 struct Loader {
     reader: ShardedReader,
+    /// Draws each item's random numbers in record order.
     transformer: DataTransformer,
+    items: ItemLoader<Record>,
     batch_size: usize,
     labels: bool,
     path: String,
@@ -73,60 +78,34 @@ struct Loader {
 }
 
 impl Loader {
-    /// Caffe's `DataLayer::load_batch`: the batch takes its item shape from
-    /// its first record; every other record must transform to that shape.
+    /// Caffe's `DataLayer::load_batch`: records and random draws in order,
+    /// decode + transform on the workers; the batch takes its item shape
+    /// from its first record and every other record must match it.
     fn load(&mut self) -> Result<Batch> {
         let in_source = |e: Error| Error::Data(format!("{}: {e}", self.path));
-        let color = self.transformer.color_mode();
         let before = self.reader.restarts();
-        let mut data = Vec::new();
-        let mut labels = Vec::with_capacity(if self.labels { self.batch_size } else { 0 });
-        let mut item_shape = [0; 3];
-        for i in 0..self.batch_size {
+        let mut jobs = Vec::with_capacity(self.batch_size);
+        let mut keys = Vec::with_capacity(self.batch_size);
+        for _ in 0..self.batch_size {
             let restarts = self.reader.restarts();
             let rec = self.reader.next_record().map_err(in_source)?;
             if self.log_restarts && self.reader.restarts() > restarts {
                 log::info(SITE_RESTART, "Restarting data prefetching from start.");
             }
-            let d = decode_datum(&rec.value, &rec.key, color).map_err(in_source)?;
-            let shape = self.transformer.output_shape(&d).map_err(|e| {
-                in_source(Error::Data(format!(
-                    "record '{}': {e}",
-                    crate::data::source::key_string(&rec.key)
-                )))
-            })?;
-            if i == 0 {
-                item_shape = shape;
-                data = vec![0.0; self.batch_size * shape.iter().product::<usize>()];
-            } else if shape != item_shape {
-                return Err(in_source(Error::Data(format!(
-                    "record '{}' gives a {}x{}x{} item but the batch's first gives {}x{}x{} \
-                     (images of different sizes need a crop_size)",
-                    crate::data::source::key_string(&rec.key),
-                    shape[0],
-                    shape[1],
-                    shape[2],
-                    item_shape[0],
-                    item_shape[1],
-                    item_shape[2]
-                ))));
-            }
-            let per = item_shape.iter().product::<usize>();
-            self.transformer
-                .transform(&d, &mut data[i * per..(i + 1) * per])
-                .map_err(in_source)?;
-            if self.labels {
-                labels.push(d.label as f32);
-            }
+            keys.push(key_string(&rec.key));
+            jobs.push(ItemJob {
+                src: rec,
+                draws: self.transformer.draw(),
+            });
         }
-        let mut shape = vec![self.batch_size];
-        shape.extend(item_shape);
-        Ok(Batch {
-            shape,
-            data,
-            labels: self.labels.then_some(labels),
-            restarts: self.reader.restarts() - before,
-        })
+        let items = self.items.run(jobs);
+        assemble_batch(
+            items,
+            self.labels,
+            self.reader.restarts() - before,
+            |i| format!("record '{}'", keys[i]),
+        )
+        .map_err(in_source)
     }
 }
 
@@ -179,9 +158,21 @@ impl Layer for DataLayer {
         if labels {
             io.top_mut(1).reshape(&[self.batch_size])?;
         }
+        let color = transformer.color_mode();
+        let items = ItemLoader::new(
+            default_workers(),
+            "rcaffe-decode",
+            transformer.clone(),
+            move |rec: Record| {
+                let d = decode_datum(&rec.value, &rec.key, color)?;
+                Ok(d)
+            },
+        )
+        .map_err(|e| layer_err!("{e}"))?;
         let mut loader = Loader {
             reader,
             transformer,
+            items,
             batch_size: self.batch_size,
             labels,
             path: self.source.clone(),

@@ -69,7 +69,9 @@ impl Layer for InfogainLoss {
         }
     }
     fn allow_force_backward(&self, bottom: usize) -> bool {
-        bottom == 0
+        // Caffe's LossLayer rule; H (bottom 2) is allowed, and backward then
+        // refuses it, as Caffe does.
+        bottom != 1
     }
     fn setup(&mut self, cx: &mut Ctx, io: &mut Io) -> Result<Vec<Blob>> {
         if io.n_bottoms() < 3 {

@@ -142,11 +142,14 @@ mod tests {
         cpu_ctx, gaussian_blob, layer_from_text, run_forward, GradientChecker,
     };
 
+    /// Maps N(0, 1) samples into an op's domain.
+    type Dom = fn(f32) -> f32;
+
     /// Batch 2 and batch 1.
     const SHAPES: &[&[usize]] = &[&[2, 3, 4, 5], &[1, 3, 2, 2]];
 
     /// The input: N(0, 1) values, mapped by `dom` into the op's domain.
-    fn input(shape: &[usize], seed: u64, dom: fn(f32) -> f32) -> Blob {
+    fn input(shape: &[usize], seed: u64, dom: Dom) -> Blob {
         let x = gaussian_blob(shape, 1.0, seed);
         let v: Vec<f32> = x.data_vec().into_iter().map(dom).collect();
         Blob::from_host(shape, v)
@@ -157,7 +160,7 @@ mod tests {
     }
 
     /// Forward out of place and in place against an f64 reference formula.
-    fn check_forward(text: &str, dom: fn(f32) -> f32, f: impl Fn(f64) -> f64) {
+    fn check_forward(text: &str, dom: Dom, f: impl Fn(f64) -> f64) {
         for shape in SHAPES {
             let x = input(shape, 5, dom);
             let want: Vec<f32> = x.data_vec().iter().map(|&v| f(v as f64) as f32).collect();
@@ -187,7 +190,7 @@ mod tests {
     }
 
     /// Gradient checks: exhaustive out of place, weighted in place.
-    fn check_grad(text: &str, dom: fn(f32) -> f32, checker: &GradientChecker) {
+    fn check_grad(text: &str, dom: Dom, checker: &GradientChecker) {
         for shape in SHAPES {
             let x = input(shape, 9, dom);
             let mut l = layer_from_text(text).unwrap();
@@ -284,7 +287,7 @@ mod tests {
     #[test]
     fn power() {
         // General form (positive base), power 2, power 1, shift 0.
-        let cases: &[(f64, f64, f64, fn(f32) -> f32)] = &[
+        let cases: &[(f64, f64, f64, Dom)] = &[
             (1.5, 0.5, 3.0, id),
             (2.0, 0.5, 1.0, id),
             (1.0, 2.0, -1.0, id),

@@ -180,14 +180,14 @@ impl Layer for Convolution {
             return Err(layer_err!("dilation dimensions must be nonzero"));
         }
         self.channels = shape[self.channel_axis];
-        if self.channels % self.group != 0 {
+        if !self.channels.is_multiple_of(self.group) {
             return Err(layer_err!(
                 "the {} input channels are not a multiple of group {}",
                 self.channels,
                 self.group
             ));
         }
-        if self.num_output % self.group != 0 {
+        if !self.num_output.is_multiple_of(self.group) {
             return Err(layer_err!(
                 "num_output {} is not a multiple of group {}",
                 self.num_output,
@@ -230,9 +230,9 @@ impl Layer for Convolution {
         }
         let in_shape = shape[self.channel_axis + 1..].to_vec();
         let mut out_shape = Vec::with_capacity(n);
-        for i in 0..n {
+        for (i, &size) in in_shape.iter().enumerate() {
             let o = ConvGeometry::output_size(
-                in_shape[i],
+                size,
                 self.kernel_shape[i],
                 self.strides[i],
                 self.pads[i],
@@ -240,8 +240,7 @@ impl Layer for Convolution {
             )
             .ok_or_else(|| {
                 layer_err!(
-                    "spatial axis {i}: input {} with pad {} is smaller than the kernel extent {}",
-                    in_shape[i],
+                    "spatial axis {i}: input {size} with pad {} is smaller than the kernel extent {}",
                     self.pads[i],
                     self.dilations[i] * (self.kernel_shape[i] - 1) + 1
                 )

@@ -23,9 +23,9 @@ pub struct Lrn {
 
 impl Lrn {
     pub fn new(lp: &LayerParameter) -> Result<Self> {
-        let p = lp.lrn_param.clone().unwrap_or_default();
+        let p = lp.lrn_param.unwrap_or_default();
         let size = p.local_size() as usize;
-        if size % 2 == 0 {
+        if size.is_multiple_of(2) {
             return Err(layer_err!(
                 "LRN only supports odd values for local_size (got {size})"
             ));

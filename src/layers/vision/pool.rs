@@ -61,7 +61,7 @@ fn pooled_size(
 
 impl Pooling {
     pub fn new(lp: &LayerParameter) -> Result<Self> {
-        let p = lp.pooling_param.clone().unwrap_or_default();
+        let p = lp.pooling_param.unwrap_or_default();
         let method = match p.pool() {
             PoolMethod::Max => Method::Max,
             PoolMethod::Ave => Method::Ave,
