@@ -22,7 +22,7 @@ pub use datum::{decode_datum, decode_image, ColorMode, DecodedDatum, Pixels};
 pub use leveldb::{LevelDbSource, LevelDbWriter};
 pub use lmdb::{LmdbSource, LmdbWriter};
 pub use mnist::convert_mnist_data;
-pub use prefetch::{Batch, Prefetcher};
+pub use prefetch::{wait_stats, Batch, Prefetcher, WaitStats};
 pub use source::{
     create_writer, log_opened, open_source, DbBackend, DbWriter, Record, RecordSource,
     ShardedReader,

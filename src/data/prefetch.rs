@@ -4,7 +4,9 @@
 //! errors on its next `next()`; dropping the `Prefetcher` stops and joins
 //! the thread.
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, RecvError};
 
@@ -20,6 +22,27 @@ pub struct Batch {
     pub labels: Option<Vec<f32>>,
     /// Times the source went back to its first record while loading it.
     pub restarts: u64,
+}
+
+/// Batches handed out and the time consumers spent blocked waiting for
+/// them, over all prefetchers of the process: a consumer that never waits
+/// on data shows a near-zero total (`rcaffe train` can report it).
+static BATCHES: AtomicU64 = AtomicU64::new(0);
+static WAITED_NS: AtomicU64 = AtomicU64::new(0);
+
+/// See [`wait_stats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WaitStats {
+    pub batches: u64,
+    pub waited: Duration,
+}
+
+/// Totals since the start of the process.
+pub fn wait_stats() -> WaitStats {
+    WaitStats {
+        batches: BATCHES.load(Ordering::Relaxed),
+        waited: Duration::from_nanos(WAITED_NS.load(Ordering::Relaxed)),
+    }
 }
 
 pub struct Prefetcher {
@@ -78,8 +101,14 @@ impl Prefetcher {
             )));
         }
         let rx = self.rx.as_ref().expect("receiver lives until drop");
-        match rx.recv() {
-            Ok(Ok(b)) => Ok(b),
+        let t = Instant::now();
+        let got = rx.recv();
+        WAITED_NS.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        match got {
+            Ok(Ok(b)) => {
+                BATCHES.fetch_add(1, Ordering::Relaxed);
+                Ok(b)
+            }
             Ok(Err(e)) => {
                 self.failed = Some(e.to_string());
                 Err(e)
@@ -131,9 +160,11 @@ mod tests {
         let m = made.clone();
         let mut p =
             Prefetcher::spawn("t", 2, move || Ok(batch(m.fetch_add(1, Ordering::SeqCst)))).unwrap();
+        let before = wait_stats();
         for i in 0..5 {
             assert_eq!(p.next_batch().unwrap().data, vec![i as f32]);
         }
+        assert!(wait_stats().batches >= before.batches + 5);
         std::thread::sleep(std::time::Duration::from_millis(50));
         // 5 taken, 2 queued, 1 blocked in send.
         assert!(made.load(Ordering::SeqCst) <= 8);

@@ -75,6 +75,11 @@ impl DataTransformer {
         })
     }
 
+    /// Restart the transformer's random stream from `seed`.
+    pub fn reseed(&mut self, seed: u32) {
+        self.rng = Mt19937::new(seed);
+    }
+
     /// How encoded images must be decoded for this transformer.
     pub fn color_mode(&self) -> ColorMode {
         self.color

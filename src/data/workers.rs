@@ -129,10 +129,12 @@ impl<I: Send + 'static, O: Send + 'static> Drop for WorkerPool<I, O> {
     }
 }
 
-/// One item to load: where it comes from, and its random draws.
+/// One item to load: where it comes from, its random draws, and its name
+/// for transform errors (decode errors are named by the decode function).
 pub struct ItemJob<T> {
     pub src: T,
     pub draws: Draws,
+    pub name: String,
 }
 
 /// One transformed item.
@@ -154,9 +156,10 @@ pub struct ItemLoader<T: Send + 'static> {
 
 fn load_item<T>(t: &DataTransformer, decode: &DecodeFn<T>, job: ItemJob<T>) -> Result<Item> {
     let d = decode(job.src)?;
-    let shape = t.output_shape(&d)?;
+    let named = |e: Error| Error::Data(format!("{}: {e}", job.name));
+    let shape = t.output_shape(&d).map_err(named)?;
     let mut data = vec![0.0; shape.iter().product()];
-    t.transform_with(&d, job.draws, &mut data)?;
+    t.transform_with(&d, job.draws, &mut data).map_err(named)?;
     Ok(Item {
         shape,
         data,
@@ -303,6 +306,7 @@ mod tests {
                     .map(|i| ItemJob {
                         src: b * 8 + i,
                         draws: t.draw(),
+                        name: format!("item {i}"),
                     })
                     .collect();
                 let batch = assemble_batch(loader.run(jobs), true, 0, |i| format!("item {i}"))

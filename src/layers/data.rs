@@ -1,20 +1,38 @@
 //! The data layer family: layers with no bottoms that read examples from
 //! a source (see `crate::data`).
 mod data_layer;
+mod image_data;
+mod memory_data;
 
 use super::Layer;
 use crate::error::Result;
+use crate::layer_err;
 use crate::proto::caffe::LayerParameter;
 
 pub use data_layer::DataLayer;
+pub use image_data::ImageDataLayer;
+pub use memory_data::{memory_feed, MemoryDataLayer, MemoryFeed};
 
 /// Layer types of this family.
-pub const TYPES: &[&str] = &["Data"];
+pub const TYPES: &[&str] = &["Data", "ImageData", "MemoryData"];
+
+fn boxed<L: Layer + 'static>(r: Result<L>) -> Result<Box<dyn Layer>> {
+    r.map(|l| Box::new(l) as Box<dyn Layer>)
+}
 
 /// Build a layer of this family, or `None` if `ty` is not one of ours.
 pub fn create(ty: &str, lp: &LayerParameter) -> Option<Result<Box<dyn Layer>>> {
     match ty {
-        "Data" => Some(DataLayer::new(lp).map(|l| Box::new(l) as Box<dyn Layer>)),
+        "Data" => Some(boxed(DataLayer::new(lp))),
+        "ImageData" => Some(boxed(ImageDataLayer::new(lp))),
+        "MemoryData" => Some(boxed(MemoryDataLayer::new(lp))),
+        // Known, and refused on purpose: say why instead of "unknown type".
+        "WindowData" => Some(Err(layer_err!(
+            "WindowData is not supported: it is R-CNN's detection-era layer, which samples \
+             foreground/background windows from a window file and crops them with \
+             OpenCV-specific warping and context padding; convert the windows to an image \
+             list (ImageData) or a database (Data) instead"
+        ))),
         _ => None,
     }
 }

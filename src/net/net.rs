@@ -233,7 +233,10 @@ impl Net {
                 }
             }
             for &o in &spec.output_blob_ids {
-                log(&format!("This network produces output {}", spec.blob_names[o]));
+                log(&format!(
+                    "This network produces output {}",
+                    spec.blob_names[o]
+                ));
             }
             log("Network initialization done.");
         }

@@ -1,6 +1,8 @@
 //! Test support shared by unit and integration tests: the finite-difference
-//! gradient checker and the golden-case harness (real Caffe's outputs in
-//! `../shared/golden`). Compiled into the library so integration tests and
+//! gradient checker, the golden-case harness (real Caffe's outputs in
+//! `../shared/golden`) and the zoo helpers (data layers swapped for
+//! DummyData, small batches). Compiled into the library so integration tests and
 //! benchmarks can use it; it has no effect on training.
 pub mod golden;
 pub mod gradient;
+pub mod zoo;

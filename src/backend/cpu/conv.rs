@@ -117,23 +117,16 @@ fn for_each_row_2d(
 
 /// im2col of one image on host slices.
 pub(crate) fn im2col_host(g: &ConvGeometry, x: &[f32], col: &mut [f32]) {
-    im2col_into(g, x, col, g.out_spatial(), 0);
-}
-
-/// im2col of one image into columns `col0..col0 + out_spatial` of a column
-/// buffer whose rows are `ld` long (several images side by side).
-fn im2col_into(g: &ConvGeometry, x: &[f32], col: &mut [f32], ld: usize, col0: usize) {
     if g.num_spatial_axes() == 0 {
         // No spatial axes: one output position, the column is the image.
-        for (c, &v) in x[..g.in_channels].iter().enumerate() {
-            col[c * ld + col0] = v;
-        }
+        col[..g.in_channels].copy_from_slice(&x[..g.in_channels]);
         return;
     }
+    let out_sp = g.out_spatial();
     let ow = *g.out_shape.last().unwrap();
     let s = *g.stride.last().unwrap();
     for_each_row(g, |row, pos, base, b, lo, hi| {
-        let off = row * ld + col0 + pos;
+        let off = row * out_sp + pos;
         let dst = &mut col[off..off + ow];
         match base {
             None => dst.fill(0.0),
@@ -206,51 +199,30 @@ fn sum(v: &[f32]) -> f32 {
 /// partial sum each. Fixed ranges summed in order keep the result
 /// independent of scheduling; the images themselves are scheduled
 /// dynamically, so a busy core does not stall the pass.
-///
-/// The filter gradient's GEMM sums over output positions; with small images
-/// that depth is too short for an efficient GEMM, so `batch` images are laid
-/// side by side in one column buffer (and their `dy` copied alongside) and
-/// reduced by one deeper GEMM.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Plan {
     cols: usize,
     col_len: usize,
     parts: usize,
-    batch: usize,
 }
-
-/// Output positions one filter-gradient GEMM should sum over at least.
-const FILTER_DEPTH: usize = 512;
 
 impl Plan {
     fn new(g: &ConvGeometry, num: usize) -> Plan {
         let threads = rayon::current_num_threads();
         let cols = num.min(threads).max(1);
         let parts = if cols > 1 { num.min(4 * threads) } else { 1 };
-        let per_part = num.div_ceil(parts).max(1);
-        let batch = FILTER_DEPTH
-            .div_ceil(g.out_spatial().max(1))
-            .clamp(1, 16)
-            .min(per_part);
-        Plan::with(g, cols, parts, batch)
+        Plan::with(g, cols, parts)
     }
-    /// One plain column buffer, no partials, no batching: the smallest plan.
+    /// One column buffer, no partials: the smallest plan.
     fn minimal(g: &ConvGeometry) -> Plan {
-        Plan::with(g, 1, 1, 1)
+        Plan::with(g, 1, 1)
     }
-    fn with(g: &ConvGeometry, cols: usize, parts: usize, batch: usize) -> Plan {
-        // im2col is the identity for 1×1 convolutions: no buffer then.
-        let single = if g.is_1x1() { 0 } else { g.col_len() };
-        let batched = if batch > 1 {
-            batch * (g.col_len() + g.out_dim())
-        } else {
-            0
-        };
+    fn with(g: &ConvGeometry, cols: usize, parts: usize) -> Plan {
         Plan {
             cols,
-            col_len: single.max(batched),
+            // im2col is the identity for 1×1 convolutions: no buffer then.
+            col_len: if g.is_1x1() { 0 } else { g.col_len() },
             parts,
-            batch,
         }
     }
     fn len(&self, wl: usize) -> usize {
@@ -384,67 +356,21 @@ fn filter_image(
     }
 }
 
-/// dw = beta·dw + Σ_images dy_n ⋆ col(x_n) for `images.len() > 1` images
-/// laid side by side: one GEMM per group, summing over all their positions.
-fn filter_batch(
-    g: &ConvGeometry,
-    images: &[(&[f32], &[f32])],
-    buf: &mut [f32],
-    dw: &mut [f32],
-    beta: f32,
-) {
-    let d = GroupDims::new(g);
-    let (s, p) = (d.s, images.len());
-    let ld = p * s;
-    let (col, dyb) = buf.split_at_mut(p * g.col_len());
-    for (i, (xn, dyn_)) in images.iter().enumerate() {
-        im2col_into(g, xn, col, ld, i * s);
-        for o in 0..g.out_channels {
-            dyb[o * ld + i * s..][..s].copy_from_slice(&dyn_[o * s..(o + 1) * s]);
-        }
-    }
-    for gi in 0..g.group {
-        sgemm(
-            false,
-            true,
-            d.ocg,
-            d.kd,
-            ld,
-            1.0,
-            &dyb[gi * d.ocg * ld..],
-            &col[gi * d.kd * ld..],
-            beta,
-            &mut dw[d.w(gi)..],
-        );
-    }
-}
-
-/// dw = first_beta·dw + Σ over `range` of the images' filter gradients, in
-/// batches of `batch` images.
+/// dw = first_beta·dw + Σ over `range` of the images' filter gradients,
+/// image after image.
 fn filter_range<'a>(
     g: &ConvGeometry,
-    batch: usize,
     range: std::ops::Range<usize>,
     image: &impl Fn(usize) -> (&'a [f32], &'a [f32]),
-    buf: &mut [f32],
+    col: &mut [f32],
     dw: &mut [f32],
     first_beta: f32,
 ) {
-    let mut beta = first_beta;
-    let mut n = range.start;
-    let mut images: Vec<(&[f32], &[f32])> = Vec::with_capacity(batch);
-    while n < range.end {
-        let p = batch.min(range.end - n);
-        if p == 1 {
-            let (xn, dyn_) = image(n);
-            filter_image(g, xn, dyn_, buf, dw, beta);
-        } else {
-            images.clear();
-            images.extend((n..n + p).map(image));
-            filter_batch(g, &images, buf, dw, beta);
-        }
-        beta = 1.0;
-        n += p;
+    let start = range.start;
+    for n in range {
+        let (xn, dyn_) = image(n);
+        let beta = if n == start { first_beta } else { 1.0 };
+        filter_image(g, xn, dyn_, col, dw, beta);
     }
 }
 
@@ -565,10 +491,9 @@ impl ConvOps for CpuBackend {
         let plan = Plan::fit(g, num, ws.len());
         let image = |n: usize| (&x[n * id..(n + 1) * id], &dy[n * od..(n + 1) * od]);
         if plan.parts <= 1 {
-            // Accumulate straight into dw (image after image, as Caffe,
-            // unless batched).
-            let buf = &mut ws[..plan.col_len];
-            filter_range(g, plan.batch, 0..num, &image, buf, dw, 1.0);
+            // Caffe's order: accumulate image after image into dw.
+            let col = &mut ws[..plan.col_len];
+            filter_range(g, 0..num, &image, col, dw, 1.0);
             return;
         }
         let per = num.div_ceil(plan.parts);
@@ -580,7 +505,7 @@ impl ConvOps for CpuBackend {
             .enumerate()
             .for_each(|(k, part)| {
                 let range = k * per..((k + 1) * per).min(num);
-                pool.with(|buf| filter_range(g, plan.batch, range, &image, buf, part, 0.0));
+                pool.with(|col| filter_range(g, range, &image, col, part, 0.0));
             });
         // Fixed-order reduction: dw += part_0 + part_1 + ...
         for part in parts[..used * wl].chunks(wl) {
@@ -926,68 +851,5 @@ mod tests {
             &full,
             1e-5,
         );
-    }
-}
-#[cfg(test)]
-mod bench_tmp {
-    use super::*;
-    use crate::backend::{Buffer, Math};
-    fn cpu_now() -> f64 {
-        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-        ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
-    }
-    #[test]
-    #[ignore]
-    fn conv_pass_split() {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
-        pool.install(|| {
-            let be = CpuBackend::new();
-            let time = |name: &str, f: &mut dyn FnMut()| {
-                let mut best = f64::MAX;
-                for _ in 0..5 {
-                    let t = cpu_now();
-                    f();
-                    best = best.min(cpu_now() - t);
-                }
-                eprintln!("{name}: {:.2} ms cpu", best * 1e3);
-            };
-            let g = ConvGeometry { in_channels: 32, in_shape: vec![16, 16], out_channels: 32, out_shape: vec![16, 16], kernel: vec![5, 5], stride: vec![1, 1], pad: vec![2, 2], dilation: vec![1, 1], group: 1 };
-            let num = 100;
-            let x = Buffer::from_vec((0..num * g.in_dim()).map(|i| (i % 17) as f32 * 0.1).collect());
-            let w = Buffer::from_vec((0..g.weight_len()).map(|i| (i % 13) as f32 * 0.01).collect());
-            let mut y = be.alloc(num * g.out_dim());
-            let mut dx = be.alloc(num * g.in_dim());
-            let mut dw = be.alloc(g.weight_len());
-            let mut ws = be.alloc(be.conv_workspace_len(&g, num));
-            eprintln!("plan {:?}", Plan::new(&g, num));
-            time("forward", &mut || be.conv_forward(&g, num, x.view(), w.view(), None, y.view_mut(), ws.view_mut()));
-            time("backward data", &mut || be.conv_backward_data(&g, num, y.view(), w.view(), dx.view_mut(), ws.view_mut()));
-            time("backward filter", &mut || be.conv_backward_filter(&g, num, x.view(), y.view(), dw.view_mut(), ws.view_mut()));
-            let mut col = vec![0.0; g.col_len()];
-            let xs = x.host().unwrap();
-            time("im2col x100", &mut || for n in 0..num { im2col_host(&g, &xs[n * g.in_dim()..], &mut col) });
-            let mut yy = vec![0.0; g.out_dim()];
-            time("gemm fwd x100", &mut || for _ in 0..num { sgemm(false, false, 32, 256, 800, 1.0, w.host().unwrap(), &col, 0.0, &mut yy) });
-            let mut xx = vec![0.0; g.in_dim()];
-            time("col2im x100", &mut || for _ in 0..num { col2im_host(&g, &col, &mut xx) });
-            let (id, od) = (g.in_dim(), g.out_dim());
-            let ys = y.host().unwrap();
-            let image = |n: usize| (&xs[n * id..(n + 1) * id], &ys[n * od..(n + 1) * od]);
-            for batch in [1usize, 2, 4, 8] {
-                let mut buf = vec![0.0; batch * (g.col_len() + od)];
-                let mut dwv = vec![0.0; g.weight_len()];
-                time(&format!("filter batch {batch}"), &mut || filter_range(&g, batch, 0..num, &image, &mut buf, &mut dwv, 1.0));
-            }
-            let g = ConvGeometry { in_channels: 20, in_shape: vec![12, 12], out_channels: 50, out_shape: vec![8, 8], kernel: vec![5, 5], stride: vec![1, 1], pad: vec![0, 0], dilation: vec![1, 1], group: 1 };
-            let (id, od) = (g.in_dim(), g.out_dim());
-            let num = 64;
-            let image = |n: usize| (&xs[n * id..(n + 1) * id], &ys[n * od..(n + 1) * od]);
-            for batch in [1usize, 2, 4, 8, 16] {
-                let mut buf = vec![0.0; batch * (g.col_len() + od)];
-                let mut dwv = vec![0.0; g.weight_len()];
-                time(&format!("lenet conv2 filter batch {batch}"), &mut || filter_range(&g, batch, 0..num, &image, &mut buf, &mut dwv, 1.0));
-            }
-        });
     }
 }

@@ -92,19 +92,18 @@ impl Loader {
             if self.log_restarts && self.reader.restarts() > restarts {
                 log::info(SITE_RESTART, "Restarting data prefetching from start.");
             }
-            keys.push(key_string(&rec.key));
+            let key = key_string(&rec.key);
             jobs.push(ItemJob {
                 src: rec,
                 draws: self.transformer.draw(),
+                name: format!("record '{key}'"),
             });
+            keys.push(key);
         }
         let items = self.items.run(jobs);
-        assemble_batch(
-            items,
-            self.labels,
-            self.reader.restarts() - before,
-            |i| format!("record '{}'", keys[i]),
-        )
+        assemble_batch(items, self.labels, self.reader.restarts() - before, |i| {
+            format!("record '{}'", keys[i])
+        })
         .map_err(in_source)
     }
 }
@@ -163,10 +162,7 @@ impl Layer for DataLayer {
             default_workers(),
             "rcaffe-decode",
             transformer.clone(),
-            move |rec: Record| {
-                let d = decode_datum(&rec.value, &rec.key, color)?;
-                Ok(d)
-            },
+            move |rec: Record| decode_datum(&rec.value, &rec.key, color),
         )
         .map_err(|e| layer_err!("{e}"))?;
         let mut loader = Loader {
