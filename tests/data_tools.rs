@@ -3,10 +3,18 @@
 //! the ImageData and MemoryData layers, and the parallel decode pipeline.
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
 use prost::Message;
+use rcaffe::backend::cpu::CpuBackend;
 use rcaffe::data::{create_writer, open_source, DbBackend};
+use rcaffe::layers::data::memory_feed;
+use rcaffe::layers::{create_layer, Ctx, Io, Layer};
 use rcaffe::proto::binary::read_blob_proto;
+use rcaffe::proto::binary::read_blob_proto_vector;
 use rcaffe::proto::caffe::Datum;
+use rcaffe::proto::caffe::{LayerParameter, Phase};
+use rcaffe::tensor::Blob;
 use rcaffe::tools::{compute_image_mean, convert_imageset, ConvertOptions};
 
 fn golden() -> PathBuf {
@@ -241,4 +249,349 @@ fn cli_tools_run_with_gflags_spellings() {
         err.contains("compute_image_mean.cpp:119] mean_value channel [0]: 72.4043"),
         "{err}"
     );
+}
+
+/// A layer with no bottoms set up over a two-blob arena (data, label).
+struct Harness {
+    layer: Box<dyn Layer>,
+    cx: Ctx,
+    blobs: Vec<Blob>,
+}
+
+impl Harness {
+    fn new(lp: &LayerParameter, phase: Phase, seed: u64) -> rcaffe::Result<Self> {
+        let layer = create_layer(lp)?;
+        let mut h = Harness {
+            layer,
+            cx: Ctx::new(Arc::new(CpuBackend::new()), phase, seed),
+            blobs: vec![Blob::default(); 2],
+        };
+        h.layer.arity().check(0, 2)?;
+        let mut io = Io::new(&mut h.blobs, &[], &[0, 1], &[]);
+        h.layer.setup(&mut h.cx, &mut io)?;
+        h.layer.reshape(&mut h.cx, &mut io)?;
+        Ok(h)
+    }
+    fn forward(&mut self) -> rcaffe::Result<()> {
+        let mut io = Io::new(&mut self.blobs, &[], &[0, 1], &[]);
+        self.layer.reshape(&mut self.cx, &mut io)?;
+        self.layer.forward(&mut self.cx, &mut io)
+    }
+    fn shape(&self, i: usize) -> Vec<usize> {
+        self.blobs[i].shape().to_vec()
+    }
+}
+
+fn layer_from_text(text: &str) -> LayerParameter {
+    let net = rcaffe::proto::text::parse_net_text(text, "test.prototxt").unwrap();
+    net.layer[0].clone()
+}
+
+fn image_data_layer(list: &Path, root: &str, extra: &str, transform: &str) -> LayerParameter {
+    layer_from_text(&format!(
+        "layer {{ name: \"data\" type: \"ImageData\" top: \"data\" top: \"label\" \
+         transform_param {{ {transform} }} \
+         image_data_param {{ source: \"{}\" root_folder: \"{root}\" {extra} }} }}",
+        list.display()
+    ))
+}
+
+#[test]
+fn golden_imagedata_resize32_matches_opencv_bit_for_bit() {
+    let case = golden().join("data_layer/imagedata_resize32");
+    let lp = image_data_layer(
+        &data_dir().join("images/list.txt"),
+        &images_root(),
+        "batch_size: 16 new_height: 32 new_width: 32 is_color: true",
+        "",
+    );
+    let mut h = Harness::new(&lp, Phase::Test, 1701).unwrap();
+    h.forward().unwrap();
+    let want = read_blob_proto_vector(&case.join("batch0.binaryproto")).unwrap();
+    let dims: Vec<usize> = want.blobs[0]
+        .shape
+        .as_ref()
+        .unwrap()
+        .dim
+        .iter()
+        .map(|&d| d as usize)
+        .collect();
+    assert_eq!(h.shape(0), dims);
+    assert_eq!(dims, vec![16, 3, 32, 32]);
+    // Labels exactly.
+    assert_eq!(h.blobs[1].data_vec(), want.blobs[1].data);
+    let got = h.blobs[0].data_vec();
+    let diffs: Vec<f32> = got
+        .iter()
+        .zip(&want.blobs[0].data)
+        .map(|(a, b)| (a - b).abs())
+        .collect();
+    let worst = diffs.iter().cloned().fold(0.0, f32::max);
+    let exact = diffs.iter().filter(|&&d| d == 0.0).count();
+    // OpenCV's INTER_LINEAR reproduced with its SSE2 vertical pass: every
+    // value equal (the exact-rounding formula alone gets 91% and ±1).
+    assert_eq!(exact, diffs.len(), "max diff {worst}");
+}
+
+#[test]
+fn image_data_shuffles_skips_wraps_and_transforms() {
+    let list = data_dir().join("images/list.txt");
+    let labels: Vec<f32> = [9, 0, 0, 3, 0, 2, 7, 2, 5, 5, 0, 9, 5, 5, 7, 9]
+        .iter()
+        .map(|&v| v as f32)
+        .collect();
+    // No shuffle, batch 5: three batches wrap around the 16 images.
+    let lp = image_data_layer(
+        &list,
+        &images_root(),
+        "batch_size: 5 is_color: false",
+        "crop_size: 20 mirror: true scale: 0.5",
+    );
+    let mut h = Harness::new(&lp, Phase::Train, 3).unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        h.forward().unwrap();
+        assert_eq!(h.shape(0), vec![5, 1, 20, 20]);
+        seen.extend(h.blobs[1].data_vec());
+        assert!(h.blobs[0]
+            .data_vec()
+            .iter()
+            .all(|&v| (0.0..=127.5).contains(&v)));
+    }
+    let want: Vec<f32> = (0..20).map(|i| labels[i % 16]).collect();
+    assert_eq!(seen, want);
+
+    // Shuffled: every pass is a permutation of the list, the same for the
+    // same seed, different for another.
+    let run = |seed: u64| {
+        let lp = image_data_layer(&list, &images_root(), "batch_size: 8 shuffle: true", "");
+        let mut h = Harness::new(&lp, Phase::Train, seed).unwrap();
+        let mut out = Vec::new();
+        for _ in 0..4 {
+            h.forward().unwrap();
+            out.extend(h.blobs[1].data_vec());
+        }
+        out
+    };
+    let a = run(1);
+    assert_eq!(a, run(1));
+    assert_ne!(a, run(2));
+    for pass in a.chunks(16) {
+        let mut p = pass.to_vec();
+        p.sort_by(f32::total_cmp);
+        let mut l = labels.clone();
+        l.sort_by(f32::total_cmp);
+        assert_eq!(p, l);
+    }
+
+    // rand_skip starts inside the list.
+    let lp = image_data_layer(&list, &images_root(), "batch_size: 16 rand_skip: 10", "");
+    let mut h = Harness::new(&lp, Phase::Test, 1701).unwrap();
+    h.forward().unwrap();
+    let got = h.blobs[1].data_vec();
+    let k = (0..16)
+        .find(|&k| (0..16).all(|i| got[i] == labels[(k + i) % 16]))
+        .expect("a rotation");
+    assert!(k < 10);
+}
+
+#[test]
+fn image_data_errors_name_the_line_and_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let list = tmp.path().join("list.txt");
+    std::fs::write(&list, "00.jpg 1\n01.png 2\nmissing.png 3\n").unwrap();
+    let lp = image_data_layer(&list, &images_root(), "batch_size: 3", "");
+    let mut h = Harness::new(&lp, Phase::Test, 1).unwrap();
+    let e = h.forward().unwrap_err().to_string();
+    assert!(e.contains("list.txt:3") && e.contains("missing.png"), "{e}");
+    // Different sizes in one batch need a crop.
+    std::fs::write(tmp.path().join("small.png"), {
+        let mut v = Vec::new();
+        image::RgbImage::new(4, 4)
+            .write_to(&mut std::io::Cursor::new(&mut v), image::ImageFormat::Png)
+            .unwrap();
+        v
+    })
+    .unwrap();
+    std::fs::write(
+        &list,
+        format!(
+            "{}00.jpg 1\n{}/small.png 2\n",
+            images_root(),
+            tmp.path().display()
+        ),
+    )
+    .unwrap();
+    let lp = image_data_layer(&list, "", "batch_size: 2", "");
+    let mut h = Harness::new(&lp, Phase::Test, 1).unwrap();
+    let e = h.forward().unwrap_err().to_string();
+    assert!(e.contains("small.png") && e.contains("crop_size"), "{e}");
+    std::fs::write(&list, "").unwrap();
+    assert!(Harness::new(&lp, Phase::Test, 1)
+        .err()
+        .unwrap()
+        .to_string()
+        .contains("empty"));
+    let lp = image_data_layer(&list, "", "new_height: 3", "");
+    assert!(create_layer(&lp)
+        .err()
+        .unwrap()
+        .to_string()
+        .contains("together"));
+}
+
+#[test]
+fn memory_data_serves_reset_arrays_in_batches() {
+    let lp = layer_from_text(
+        "layer { name: \"mem_test_a\" type: \"MemoryData\" top: \"data\" top: \"label\" \
+         memory_data_param { batch_size: 2 channels: 1 height: 1 width: 3 } }",
+    );
+    let mut h = Harness::new(&lp, Phase::Train, 1).unwrap();
+    assert_eq!(h.shape(0), vec![2, 1, 1, 3]);
+    let e = h.forward().unwrap_err().to_string();
+    assert!(e.contains("reset"), "{e}");
+    let feed = memory_feed("mem_test_a");
+    assert_eq!(feed.dims(), Some([2, 1, 1, 3]));
+    assert!(
+        feed.reset(vec![0.0; 9], vec![0.0; 3]).is_err(),
+        "3 items, batch 2"
+    );
+    assert!(
+        feed.reset(vec![0.0; 8], vec![0.0; 4]).is_err(),
+        "8 values for 4x3"
+    );
+    feed.reset(
+        (0..12).map(|v| v as f32).collect(),
+        vec![10.0, 11.0, 12.0, 13.0],
+    )
+    .unwrap();
+    for (b, first) in [(0, 0.0), (1, 6.0), (0, 0.0)] {
+        h.forward().unwrap();
+        assert_eq!(h.blobs[0].data_vec()[0], first);
+        assert_eq!(
+            h.blobs[1].data_vec(),
+            vec![10.0 + 2.0 * b as f32, 11.0 + 2.0 * b as f32]
+        );
+    }
+    feed.set_batch_size(4).unwrap();
+    h.forward().unwrap();
+    assert_eq!(h.shape(0), vec![4, 1, 1, 3]);
+
+    // add_datums applies the layer's transform (scale here).
+    let lp = layer_from_text(
+        "layer { name: \"mem_test_b\" type: \"MemoryData\" top: \"data\" top: \"label\" \
+         transform_param { scale: 0.5 } \
+         memory_data_param { batch_size: 1 channels: 1 height: 1 width: 2 } }",
+    );
+    let mut h = Harness::new(&lp, Phase::Test, 1).unwrap();
+    let d = rcaffe::data::DecodedDatum {
+        channels: 1,
+        height: 1,
+        width: 2,
+        pixels: rcaffe::data::Pixels::U8(vec![4, 8]),
+        label: 7,
+    };
+    memory_feed("mem_test_b").add_datums(&[d]).unwrap();
+    h.forward().unwrap();
+    assert_eq!(h.blobs[0].data_vec(), vec![2.0, 4.0]);
+    assert_eq!(h.blobs[1].data_vec(), vec![7.0]);
+}
+
+#[test]
+fn window_data_is_refused_with_a_reason() {
+    let lp =
+        layer_from_text("layer { name: \"w\" type: \"WindowData\" top: \"data\" top: \"label\" }");
+    let e = create_layer(&lp).err().unwrap().to_string();
+    assert!(
+        e.contains("WindowData is not supported") && e.contains("window file"),
+        "{e}"
+    );
+}
+
+#[test]
+fn data_layer_reads_leveldb_by_default() {
+    // No backend: LEVELDB, Caffe's default.
+    let lp = layer_from_text(&format!(
+        "layer {{ name: \"d\" type: \"Data\" top: \"data\" top: \"label\" \
+         data_param {{ source: \"{}\" batch_size: 16 }} }}",
+        data_dir().join("train_leveldb").display()
+    ));
+    let mut h = Harness::new(&lp, Phase::Test, 1701).unwrap();
+    h.forward().unwrap();
+    assert_eq!(h.shape(0), vec![16, 1, 28, 28]);
+    let first = rcaffe::data::decode_datum(
+        &all_records(DbBackend::Lmdb, &data_dir().join("train_lmdb"))[0].1,
+        b"k",
+        rcaffe::data::ColorMode::Native,
+    )
+    .unwrap();
+    assert_eq!(h.blobs[1].data_vec()[0], first.label as f32);
+    assert_eq!(
+        h.blobs[0].data_vec()[..784],
+        (0..784).map(|i| first.pixels.get(i)).collect::<Vec<_>>()[..]
+    );
+}
+
+/// Throughput of decode + transform (256×256 JPEG Datums, crop 227 and
+/// mirror, TRAIN) with 1 and 2 workers. Run with
+/// `cargo test --release --test data_tools throughput -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn throughput_decode_transform_256_jpeg() {
+    use rcaffe::data::{decode_datum, ColorMode, DataTransformer, ItemJob, ItemLoader, Record};
+    use rcaffe::proto::caffe::TransformationParameter;
+    let records: Vec<Record> = (0..64u32)
+        .map(|k| {
+            let img = image::RgbImage::from_fn(256, 256, |x, y| {
+                let v = |s: u32| ((x * s + y * (s + 3) + k * 17 + (x * y) % 29) % 256) as u8;
+                image::Rgb([v(1), v(2), v(3)])
+            });
+            let mut jpg = Vec::new();
+            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpg, 90)
+                .encode_image(&img)
+                .unwrap();
+            Record {
+                key: format!("{k:08}").into_bytes(),
+                value: Datum {
+                    data: Some(jpg),
+                    label: Some(k as i32),
+                    encoded: Some(true),
+                    ..Default::default()
+                }
+                .encode_to_vec(),
+            }
+        })
+        .collect();
+    let tp = TransformationParameter {
+        crop_size: Some(227),
+        mirror: Some(true),
+        ..Default::default()
+    };
+    let n = 1024;
+    for workers in [1, 2] {
+        let mut t = DataTransformer::new(&tp, Phase::Train, 1).unwrap();
+        let loader = ItemLoader::new(workers, "bench", t.clone(), |r: Record| {
+            decode_datum(&r.value, &r.key, ColorMode::Native)
+        })
+        .unwrap();
+        let start = std::time::Instant::now();
+        for b in 0..n / 64 {
+            let jobs = records
+                .iter()
+                .map(|r| ItemJob {
+                    src: r.clone(),
+                    draws: t.draw(),
+                    name: format!("batch {b}"),
+                })
+                .collect();
+            for item in loader.run(jobs) {
+                assert_eq!(item.unwrap().shape, [3, 227, 227]);
+            }
+        }
+        let secs = start.elapsed().as_secs_f64();
+        eprintln!(
+            "decode+transform 256x256 JPEG, crop 227 + mirror: {workers} worker(s): {:.0} images/s",
+            n as f64 / secs
+        );
+    }
 }

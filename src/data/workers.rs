@@ -170,7 +170,12 @@ fn load_item<T>(t: &DataTransformer, decode: &DecodeFn<T>, job: ItemJob<T>) -> R
 impl<T: Send + 'static> ItemLoader<T> {
     /// `transformer` is used for transforms only (the caller draws); errors
     /// from `decode` should name the record or file.
-    pub fn new<F>(workers: usize, name: &str, transformer: DataTransformer, decode: F) -> Result<Self>
+    pub fn new<F>(
+        workers: usize,
+        name: &str,
+        transformer: DataTransformer,
+        decode: F,
+    ) -> Result<Self>
     where
         F: Fn(T) -> Result<DecodedDatum> + Send + Sync + 'static,
     {
@@ -309,8 +314,8 @@ mod tests {
                         name: format!("item {i}"),
                     })
                     .collect();
-                let batch = assemble_batch(loader.run(jobs), true, 0, |i| format!("item {i}"))
-                    .unwrap();
+                let batch =
+                    assemble_batch(loader.run(jobs), true, 0, |i| format!("item {i}")).unwrap();
                 assert_eq!(batch.shape, vec![8, 1, 3, 3]);
                 all.push(batch);
             }

@@ -23,11 +23,33 @@ fn window(o: usize, stride: usize, pad: usize, k: usize, size: usize) -> (usize,
     (start.max(0) as usize, end.max(0) as usize, extent)
 }
 
-fn max_plane(g: &PoolGeometry, x: &[f32], y: &mut [f32], mask: &mut [f32]) {
-    for ph in 0..g.pooled_height {
-        let (hs, he, _) = window(ph, g.stride_h, g.pad_h, g.kernel_h, g.height);
-        for pw in 0..g.pooled_width {
-            let (ws, we, _) = window(pw, g.stride_w, g.pad_w, g.kernel_w, g.width);
+/// The windows of every output row and column, computed once per call
+/// rather than once per output value.
+struct Windows {
+    h: Vec<(usize, usize, usize)>,
+    w: Vec<(usize, usize, usize)>,
+}
+
+impl Windows {
+    fn new(g: &PoolGeometry) -> Self {
+        Windows {
+            h: (0..g.pooled_height)
+                .map(|o| window(o, g.stride_h, g.pad_h, g.kernel_h, g.height))
+                .collect(),
+            w: (0..g.pooled_width)
+                .map(|o| window(o, g.stride_w, g.pad_w, g.kernel_w, g.width))
+                .collect(),
+        }
+    }
+}
+
+fn max_plane(g: &PoolGeometry, win: &Windows, x: &[f32], y: &mut [f32], mask: &mut [f32]) {
+    let x = &x[..g.in_plane()];
+    let rows = y
+        .chunks_mut(g.pooled_width)
+        .zip(mask.chunks_mut(g.pooled_width));
+    for (&(hs, he, _), (yr, mr)) in win.h.iter().zip(rows) {
+        for ((&(ws, we, _), yv), mv) in win.w.iter().zip(yr.iter_mut()).zip(mr.iter_mut()) {
             let (mut best, mut arg) = (-f32::MAX, -1i64);
             for h in hs..he {
                 let row = h * g.width;
@@ -39,36 +61,33 @@ fn max_plane(g: &PoolGeometry, x: &[f32], y: &mut [f32], mask: &mut [f32]) {
                     arg = if gt { (row + ws + w) as i64 } else { arg };
                 }
             }
-            let p = ph * g.pooled_width + pw;
-            y[p] = best;
-            mask[p] = arg as f32;
+            *yv = best;
+            *mv = arg as f32;
         }
     }
 }
 
-fn ave_plane(g: &PoolGeometry, x: &[f32], y: &mut [f32]) {
-    for ph in 0..g.pooled_height {
-        let (hs, he, eh) = window(ph, g.stride_h, g.pad_h, g.kernel_h, g.height);
-        for pw in 0..g.pooled_width {
-            let (ws, we, ew) = window(pw, g.stride_w, g.pad_w, g.kernel_w, g.width);
+fn ave_plane(g: &PoolGeometry, win: &Windows, x: &[f32], y: &mut [f32]) {
+    let x = &x[..g.in_plane()];
+    for (&(hs, he, eh), yr) in win.h.iter().zip(y.chunks_mut(g.pooled_width)) {
+        for (&(ws, we, ew), yv) in win.w.iter().zip(yr.iter_mut()) {
             let mut s = 0f32;
             for h in hs..he {
                 for &v in &x[h * g.width + ws..h * g.width + we] {
                     s += v;
                 }
             }
-            y[ph * g.pooled_width + pw] = s / (eh * ew) as f32;
+            *yv = s / (eh * ew) as f32;
         }
     }
 }
 
-fn ave_plane_backward(g: &PoolGeometry, dy: &[f32], dx: &mut [f32]) {
+fn ave_plane_backward(g: &PoolGeometry, win: &Windows, dy: &[f32], dx: &mut [f32]) {
+    let dx = &mut dx[..g.in_plane()];
     dx.fill(0.0);
-    for ph in 0..g.pooled_height {
-        let (hs, he, eh) = window(ph, g.stride_h, g.pad_h, g.kernel_h, g.height);
-        for pw in 0..g.pooled_width {
-            let (ws, we, ew) = window(pw, g.stride_w, g.pad_w, g.kernel_w, g.width);
-            let d = dy[ph * g.pooled_width + pw] / (eh * ew) as f32;
+    for (&(hs, he, eh), dr) in win.h.iter().zip(dy.chunks(g.pooled_width)) {
+        for (&(ws, we, ew), &dv) in win.w.iter().zip(dr) {
+            let d = dv / (eh * ew) as f32;
             for h in hs..he {
                 for v in &mut dx[h * g.width + ws..h * g.width + we] {
                     *v += d;
@@ -91,10 +110,11 @@ impl PoolOps for CpuBackend {
         let x = x.host(planes * ip);
         let y = y.host(planes * op);
         let mask = mask.host(planes * op);
+        let win = Windows::new(g);
         x.par_chunks(ip)
             .zip(y.par_chunks_mut(op).zip(mask.par_chunks_mut(op)))
             .with_min_len(min_planes(g))
-            .for_each(|(x, (y, m))| max_plane(g, x, y, m));
+            .for_each(|(x, (y, m))| max_plane(g, &win, x, y, m));
     }
 
     fn max_pool_backward(
@@ -127,20 +147,22 @@ impl PoolOps for CpuBackend {
         let (ip, op) = (g.in_plane(), g.out_plane());
         let x = x.host(planes * ip);
         let y = y.host(planes * op);
+        let win = Windows::new(g);
         x.par_chunks(ip)
             .zip(y.par_chunks_mut(op))
             .with_min_len(min_planes(g))
-            .for_each(|(x, y)| ave_plane(g, x, y));
+            .for_each(|(x, y)| ave_plane(g, &win, x, y));
     }
 
     fn ave_pool_backward(&self, g: &PoolGeometry, planes: usize, dy: View, mut dx: ViewMut) {
         let (ip, op) = (g.in_plane(), g.out_plane());
         let dy = dy.host(planes * op);
         let dx = dx.host(planes * ip);
+        let win = Windows::new(g);
         dx.par_chunks_mut(ip)
             .zip(dy.par_chunks(op))
             .with_min_len(min_planes(g))
-            .for_each(|(dx, dy)| ave_plane_backward(g, dy, dx));
+            .for_each(|(dx, dy)| ave_plane_backward(g, &win, dy, dx));
     }
 }
 
@@ -233,8 +255,9 @@ mod tests {
         be.ave_pool_forward(&g, planes, xb.view(), ya.view_mut());
         for p in [0, 17, 39] {
             let (mut y1, mut m1, mut a1) = (vec![0.0; 256], vec![0.0; 256], vec![0.0; 256]);
-            max_plane(&g, &x[p * 1024..(p + 1) * 1024], &mut y1, &mut m1);
-            ave_plane(&g, &x[p * 1024..(p + 1) * 1024], &mut a1);
+            let win = Windows::new(&g);
+            max_plane(&g, &win, &x[p * 1024..(p + 1) * 1024], &mut y1, &mut m1);
+            ave_plane(&g, &win, &x[p * 1024..(p + 1) * 1024], &mut a1);
             assert_eq!(&y.read(planes * 256)[p * 256..(p + 1) * 256], &y1[..]);
             assert_eq!(&m.read(planes * 256)[p * 256..(p + 1) * 256], &m1[..]);
             assert_eq!(&ya.read(planes * 256)[p * 256..(p + 1) * 256], &a1[..]);

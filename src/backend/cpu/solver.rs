@@ -1,6 +1,15 @@
 //! CPU SolverOps: one pass over each parameter, rayon for large ones.
-//! The arithmetic follows the order of Caffe's CPU sequence of BLAS calls
-//! (e.g. SGD's `axpby` computes `μ·h` and `lr·g` separately, then adds).
+//!
+//! The arithmetic reproduces Caffe's CPU sequence of calls bit for bit
+//! (with the OpenBLAS it is normally built with), because the adaptive
+//! rules amplify last-bit differences within a few iterations:
+//! - `caffe_axpy` / `caffe_cpu_axpby` (sscal then saxpy) are fused
+//!   multiply-adds in OpenBLAS's x86-64 kernels: `y = fma(a, x, b·y)`;
+//!   saxpy returns early when `a == 0`, leaving `b·y`.
+//! - `caffe_powx` calls libm's `powf`, which differs from `sqrt(x)` and
+//!   `x·x` in the last bit for about 1 input in 2000 (measured on glibc).
+use std::hint::black_box;
+
 use rayon::prelude::*;
 
 use super::{CpuBackend, PAR_MIN};
@@ -8,6 +17,47 @@ use crate::backend::solver::Regularization;
 use crate::backend::{SolverOps, View, ViewMut};
 
 const CHUNK: usize = 1 << 12;
+fn exp_flag(f: &str) -> bool {
+    static V: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    V.get_or_init(|| std::env::var("RCAFFE_EXP").unwrap_or_default()).split(',').any(|x| x == f)
+}
+
+/// Caffe's `caffe_cpu_axpby(a, x, b, y)` on one element.
+#[inline]
+fn axpby(a: f32, x: f32, b: f32, y: f32) -> f32 {
+    if !exp_flag("fma") { return a * x + b * y; }
+    if a == 0.0 {
+        b * y
+    } else {
+        a.mul_add(x, b * y)
+    }
+}
+
+/// The exponents handed to libm's `powf`. `black_box` keeps LLVM from
+/// rewriting `pow(x, 0.5)` as `sqrt(x)` (and `pow(x, 2)` as `x·x`), which
+/// would not be Caffe's arithmetic.
+#[derive(Clone, Copy)]
+struct Powx {
+    two: f32,
+    half: f32,
+}
+
+impl Powx {
+    fn new() -> Self {
+        Powx {
+            two: black_box(2.0),
+            half: black_box(0.5),
+        }
+    }
+    #[inline]
+    fn sq(self, x: f32) -> f32 {
+        if !exp_flag("pow2") { return x * x; } x.powf(self.two)
+    }
+    #[inline]
+    fn sqrt(self, x: f32) -> f32 {
+        if !exp_flag("powh") { return x.sqrt(); } x.powf(self.half)
+    }
+}
 
 fn each3(
     a: &mut [f32],
@@ -75,8 +125,9 @@ impl SolverOps for CpuBackend {
         let w = data.host(n);
         let d = diff.host(n);
         let f = |(d, &w): (&mut f32, &f32)| match kind {
-            Regularization::L2 => *d += decay * w,
-            Regularization::L1 => *d += decay * sign(w),
+            // caffe_axpy(decay, data, diff); for L1 through caffe_cpu_sign.
+            Regularization::L2 => *d = if exp_flag("fmareg") { decay.mul_add(w, *d) } else { *d + decay * w },
+            Regularization::L1 => *d = decay.mul_add(sign(w), *d),
         };
         if n >= PAR_MIN {
             d.par_iter_mut().zip(w.par_iter()).for_each(f);
@@ -95,7 +146,7 @@ impl SolverOps for CpuBackend {
         mut data: ViewMut,
     ) {
         each3(diff.host(n), history.host(n), data.host(n), |g, h, w| {
-            *h = momentum * *h + lr * *g;
+            *h = axpby(lr, *g, momentum, *h);
             *g = *h;
             *w -= *h;
         });
@@ -112,8 +163,8 @@ impl SolverOps for CpuBackend {
     ) {
         each3(diff.host(n), history.host(n), data.host(n), |g, h, w| {
             let old = *h;
-            *h = momentum * *h + lr * *g;
-            *g = -momentum * old + (1.0 + momentum) * *h;
+            *h = axpby(lr, *g, momentum, *h);
+            *g = axpby(1.0 + momentum, *h, -momentum, old);
             *w -= *g;
         });
     }
@@ -127,9 +178,11 @@ impl SolverOps for CpuBackend {
         mut history: ViewMut,
         mut data: ViewMut,
     ) {
+        let pw = Powx::new();
         each3(diff.host(n), history.host(n), data.host(n), |g, h, w| {
-            *h += *g * *g;
-            *g = lr * (*g / (h.sqrt() + delta));
+            *h += pw.sq(*g);
+            // caffe_cpu_axpby(lr, update, 0, diff)
+            *g = axpby(lr, *g / (pw.sqrt(*h) + delta), 0.0, 0.0);
             *w -= *g;
         });
     }
@@ -144,9 +197,11 @@ impl SolverOps for CpuBackend {
         mut history: ViewMut,
         mut data: ViewMut,
     ) {
+        let pw = Powx::new();
         each3(diff.host(n), history.host(n), data.host(n), |g, h, w| {
-            *h = rms_decay * *h + (1.0 - rms_decay) * (*g * *g);
-            *g = lr * (*g / (h.sqrt() + delta));
+            *h = axpby(1.0 - rms_decay, pw.sq(*g), rms_decay, *h);
+            // caffe_cpu_axpby(lr, update, 0, diff)
+            *g = axpby(lr, *g / (pw.sqrt(*h) + delta), 0.0, 0.0);
             *w -= *g;
         });
     }
@@ -162,15 +217,17 @@ impl SolverOps for CpuBackend {
         mut history2: ViewMut,
         mut data: ViewMut,
     ) {
+        let pw = Powx::new();
         each4(
             diff.host(n),
             history.host(n),
             history2.host(n),
             data.host(n),
             |g, h, h2, w| {
-                *h = momentum * *h + (1.0 - momentum) * (*g * *g);
-                let step = *g * ((delta + *h2) / (delta + *h)).sqrt();
-                *h2 = momentum * *h2 + (1.0 - momentum) * (step * step);
+                *h = axpby(1.0 - momentum, pw.sq(*g), momentum, *h);
+                let step = *g * pw.sqrt((delta + *h2) / (delta + *h));
+                *h2 = axpby(1.0 - momentum, pw.sq(step), momentum, *h2);
+                // caffe_cpu_scale: a plain product.
                 *g = lr * step;
                 *w -= *g;
             },
@@ -189,15 +246,17 @@ impl SolverOps for CpuBackend {
         mut v: ViewMut,
         mut data: ViewMut,
     ) {
+        let pw = Powx::new();
         each4(
             diff.host(n),
             m.host(n),
             v.host(n),
             data.host(n),
             |g, m, v, w| {
-                *m = beta1 * *m + (1.0 - beta1) * *g;
-                *v = beta2 * *v + (1.0 - beta2) * (*g * *g);
-                *g = corrected_lr * (*m / (v.sqrt() + eps_hat));
+                *m = axpby(1.0 - beta1, *g, beta1, *m);
+                // caffe_mul here, not caffe_powx.
+                *v = axpby(1.0 - beta2, *g * *g, beta2, *v);
+                *g = corrected_lr * (*m / (pw.sqrt(*v) + eps_hat));
                 *w -= *g;
             },
         );

@@ -158,13 +158,13 @@ impl Layer for ImageDataLayer {
             }
         };
         info(SITE_OPENING, format!("Opening file {}", self.source));
-        let mut lines = parse_list_file(std::path::Path::new(&self.source))
-            .map_err(|e| layer_err!("{e}"))?;
+        let mut lines =
+            parse_list_file(std::path::Path::new(&self.source)).map_err(|e| layer_err!("{e}"))?;
         if lines.is_empty() {
             return Err(layer_err!("{}: the list file is empty", self.source));
         }
-        let mut transformer = DataTransformer::new(&self.transform, cx.phase, 0)
-            .map_err(|e| layer_err!("{e}"))?;
+        let mut transformer =
+            DataTransformer::new(&self.transform, cx.phase, 0).map_err(|e| layer_err!("{e}"))?;
         let needs_rand = transformer.needs_rand();
         let mut global = Mt19937::new(cx.seed as u32);
         if needs_rand {
@@ -240,9 +240,11 @@ impl Layer for ImageDataLayer {
             list: self.source.clone(),
         };
         self.prefetcher = Some(
-            Prefetcher::spawn("rcaffe-imagedata", self.prefetch.saturating_sub(1), move || {
-                loader.load()
-            })
+            Prefetcher::spawn(
+                "rcaffe-imagedata",
+                self.prefetch.saturating_sub(1),
+                move || loader.load(),
+            )
             .map_err(|e| layer_err!("{e}"))?,
         );
         Ok(Vec::new())

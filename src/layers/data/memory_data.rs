@@ -139,13 +139,17 @@ impl MemoryFeed {
         self.set_arrays(data, labels, false)
     }
 
-    /// Caffe's `set_batch_size`.
+    /// Caffe's `set_batch_size`; the next forward starts at item 0.
     pub fn set_batch_size(&self, batch_size: usize) -> Result<()> {
         let mut s = self.state();
         if batch_size == 0 {
-            return Err(Error::Data("MemoryData: batch size must be positive".into()));
+            return Err(Error::Data(
+                "MemoryData: batch size must be positive".into(),
+            ));
         }
         match &mut s.dims {
+            // Start the arrays over: the old position may not be a
+            // multiple of the new size.
             Some(d) => d[0] = batch_size,
             None => {
                 return Err(Error::Data(
@@ -153,6 +157,7 @@ impl MemoryFeed {
                 ))
             }
         }
+        s.pos = 0;
         Ok(())
     }
 }

@@ -97,7 +97,9 @@ impl Layer for Accuracy {
                 let better = (0..ch)
                     .filter(|&k| score[i * dim + k * inner + j] >= truth)
                     .count();
-                if better - 1 < self.top_k {
+                // Caffe starts its count at -1; `better` is 0 when the true
+                // score is NaN, which Caffe counts as correct.
+                if better <= self.top_k {
                     correct += 1.0;
                     per_class[l] += 1.0;
                 }
