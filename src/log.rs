@@ -93,6 +93,14 @@ pub mod site {
     pub const SGD_LR: &str = "sgd_solver.cpp:112";
     pub const SGD_SNAPSHOT_STATE: &str = "sgd_solver.cpp:284";
     pub const SGD_RESTORING_HISTORY: &str = "sgd_solver.cpp:336";
+    // src/caffe/net.cpp: debug_info (Caffe 1.0 line numbers)
+    pub const NET_FORWARD_TOP: &str = "net.cpp:593";
+    pub const NET_FORWARD_PARAM: &str = "net.cpp:605";
+    pub const NET_BACKWARD_BOTTOM: &str = "net.cpp:621";
+    pub const NET_BACKWARD_PARAM: &str = "net.cpp:632";
+    pub const NET_UPDATE: &str = "net.cpp:649";
+    pub const NET_UPDATE_SHARED: &str = "net.cpp:657";
+    pub const NET_BACKWARD_ALL: &str = "net.cpp:721";
     // tools/convert_mnist_data.cpp
     pub const MNIST_TOTAL: &str = "convert_mnist_data.cpp:88";
     pub const MNIST_ROWS_COLS: &str = "convert_mnist_data.cpp:89";

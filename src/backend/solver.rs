@@ -6,6 +6,10 @@
 //! `diff` (as Caffe's `ComputeUpdateValue` does, so a snapshot with
 //! `snapshot_diff` shows it) and subtracts it from `data` (Caffe's
 //! `Net::Update`). `lr` is the local rate (`rate · lr_mult`).
+//!
+//! Implementations follow the operation order of Caffe's CPU code (the
+//! documented formulas), including where it rounds: the CPU backend's
+//! module notes list the details (fused multiply-adds, libm `powf`).
 use super::{Math, View, ViewMut};
 
 /// Weight-decay flavour (`regularization_type`).
@@ -16,6 +20,12 @@ pub enum Regularization {
 }
 
 pub trait SolverOps: Math {
+    /// `Σ x²` of `n` values (Caffe's `Blob::sumsq_diff`, for gradient
+    /// clipping), accumulated in double: Caffe's BLAS `sdot` keeps many
+    /// partial sums and lands within ~1e-7 of the exact value, while a
+    /// single float running sum over 10⁵ values is off by ~1e-4.
+    fn sumsq(&self, n: usize, x: View) -> f32;
+
     /// Caffe's Regularize: `diff += decay · data` (L2) or
     /// `diff += decay · sign(data)` (L1, sign(0) = 0).
     fn regularize(&self, n: usize, kind: Regularization, decay: f32, data: View, diff: ViewMut);

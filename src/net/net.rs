@@ -63,6 +63,32 @@ pub struct Net {
     /// Per learnable param (spec order): arena id.
     learnable: Vec<usize>,
     cx: Ctx,
+    /// Caffe's `debug_info_`: per-layer mean |x| lines in forward/backward.
+    debug_info: bool,
+}
+
+/// Where a non-finite value sits in a net (see `Net::find_non_finite`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NonFinite {
+    pub layer: String,
+    pub layer_type: String,
+    /// "top blob 'ip2' data", "bottom blob 'pool2' diff", "param blob 0 data" ...
+    pub what: String,
+}
+
+impl std::fmt::Display for NonFinite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} of layer '{}' ({})",
+            self.what, self.layer, self.layer_type
+        )
+    }
+}
+
+fn all_finite(b: &Blob, diff: bool) -> bool {
+    let v = if diff { b.diff_vec() } else { b.data_vec() };
+    v.iter().all(|x| x.is_finite())
 }
 
 impl Net {
@@ -245,6 +271,7 @@ impl Net {
             .iter()
             .map(|&pid| param_arena[pid].expect("learnable param has an owner"))
             .collect();
+        let debug_info = spec.debug_info;
         Ok(Net {
             spec,
             layers,
@@ -252,6 +279,7 @@ impl Net {
             layer_params,
             learnable,
             cx,
+            debug_info,
         })
     }
 
@@ -342,6 +370,9 @@ impl Net {
                 loss += self.cx.be.dot(b.count(), b.data.view(), b.diff.view());
             }
         }
+        if self.debug_info {
+            self.forward_debug_info(i);
+        }
         Ok(loss)
     }
 
@@ -363,7 +394,11 @@ impl Net {
         .with_param_propagate_down(&ls.param_propagate_down);
         layer
             .backward(&mut self.cx, &mut io, &ls.bottom_need_backward)
-            .map_err(wrap)
+            .map_err(wrap)?;
+        if self.debug_info {
+            self.backward_debug_info(i);
+        }
+        Ok(())
     }
 
     /// Forward through every layer; returns the total weighted loss.
@@ -379,6 +414,9 @@ impl Net {
         for i in (0..self.layers.len()).rev() {
             self.backward_layer(i)?;
         }
+        if self.debug_info {
+            self.backward_norms_debug_info();
+        }
         Ok(())
     }
 
@@ -386,6 +424,230 @@ impl Net {
         let loss = self.forward()?;
         self.backward()?;
         Ok(loss)
+    }
+
+    /// Caffe's `set_debug_info` (the solver turns it on for display
+    /// iterations when the solver's `debug_info` is set).
+    pub fn set_debug_info(&mut self, on: bool) {
+        self.debug_info = on;
+    }
+    pub fn debug_info(&self) -> bool {
+        self.debug_info
+    }
+
+    /// mean |x| of a blob's data or diff, as Caffe's `asum / count` (float).
+    fn mean_abs(&self, b: &Blob, diff: bool) -> f32 {
+        let n = b.count();
+        let v = if diff { b.diff.view() } else { b.data.view() };
+        self.cx.be.asum(n, v) / n as f32
+    }
+
+    /// Caffe's `ForwardDebugInfo`: every top's and param's mean |data|.
+    fn forward_debug_info(&self, i: usize) {
+        use crate::log::{g, info, site};
+        let ls = &self.spec.layers[i];
+        for &t in &ls.top_ids {
+            let m = self.mean_abs(&self.blobs[t], false);
+            info(
+                site::NET_FORWARD_TOP,
+                &format!(
+                    "    [Forward] Layer {}, top blob {} data: {}",
+                    ls.name(),
+                    self.spec.blob_names[t],
+                    g(m)
+                ),
+            );
+        }
+        for (j, &id) in self.layer_params[i].iter().enumerate() {
+            let m = self.mean_abs(&self.blobs[id], false);
+            info(
+                site::NET_FORWARD_PARAM,
+                &format!(
+                    "    [Forward] Layer {}, param blob {} data: {}",
+                    ls.name(),
+                    self.spec.params[ls.param_ids[j]].display_name,
+                    g(m)
+                ),
+            );
+        }
+    }
+
+    /// Caffe's `BackwardDebugInfo`: mean |diff| of the bottoms that get a
+    /// gradient and of the params that do.
+    fn backward_debug_info(&self, i: usize) {
+        use crate::log::{g, info, site};
+        let ls = &self.spec.layers[i];
+        for (k, &b) in ls.bottom_ids.iter().enumerate() {
+            if !ls.bottom_need_backward.get(k).copied().unwrap_or(false) {
+                continue;
+            }
+            let m = self.mean_abs(&self.blobs[b], true);
+            info(
+                site::NET_BACKWARD_BOTTOM,
+                &format!(
+                    "    [Backward] Layer {}, bottom blob {} diff: {}",
+                    ls.name(),
+                    self.spec.blob_names[b],
+                    g(m)
+                ),
+            );
+        }
+        for (j, &id) in self.layer_params[i].iter().enumerate() {
+            if !ls.param_propagate_down.get(j).copied().unwrap_or(true) {
+                continue;
+            }
+            let m = self.mean_abs(&self.blobs[id], true);
+            info(
+                site::NET_BACKWARD_PARAM,
+                &format!(
+                    "    [Backward] Layer {}, param blob {j} diff: {}",
+                    ls.name(),
+                    g(m)
+                ),
+            );
+        }
+    }
+
+    /// The end of Caffe's `Backward` with debug info: L1 and L2 norms of all
+    /// learnable data and diffs, at ERROR severity as Caffe logs it.
+    fn backward_norms_debug_info(&self) {
+        use crate::log::{error, g, site};
+        let be = &self.cx.be;
+        let (mut asum_data, mut asum_diff, mut sumsq_data, mut sumsq_diff) = (0f32, 0f32, 0f32, 0f32);
+        for &id in &self.learnable {
+            let b = &self.blobs[id];
+            let n = b.count();
+            asum_data += be.asum(n, b.data.view());
+            asum_diff += be.asum(n, b.diff.view());
+            sumsq_data += be.dot(n, b.data.view(), b.data.view());
+            sumsq_diff += be.dot(n, b.diff.view(), b.diff.view());
+        }
+        error(
+            site::NET_BACKWARD_ALL,
+            &format!(
+                "    [Backward] All net params (data, diff): L1 norm = ({}, {}); L2 norm = ({}, {})",
+                g(asum_data),
+                g(asum_diff),
+                g(sumsq_data.sqrt()),
+                g(sumsq_diff.sqrt())
+            ),
+        );
+    }
+
+    /// Caffe's `UpdateDebugInfo` for every param blob, after an update:
+    /// owners show mean |weights| and mean |step| (the step is in the diff),
+    /// sharers name their owner. (Caffe 1.0 has the function but never
+    /// calls it; the solver calls this on display iterations.)
+    pub fn update_debug_info(&self) {
+        use crate::log::{g, info, site};
+        for p in &self.spec.params {
+            let layer = self.spec.layers[p.layer_id].name();
+            let blob = &self.blobs[self.layer_params[p.layer_id][p.param_index]];
+            let diff = self.mean_abs(blob, true);
+            let (site, msg) = match p.owner {
+                None => (site::NET_UPDATE, format!(
+                    "    [Update] Layer {layer}, param {} data: {}; diff: {}",
+                    p.display_name,
+                    g(self.mean_abs(blob, false)),
+                    g(diff)
+                )),
+                Some(o) => {
+                    let owner = &self.spec.params[o];
+                    let msg = format!(
+                        "    [Update] Layer {layer}, param blob {} (owned by layer {}, param {}) diff: {}",
+                        p.display_name,
+                        self.spec.layers[owner.layer_id].name(),
+                        owner.display_name,
+                        g(diff)
+                    );
+                    (site::NET_UPDATE_SHARED, msg)
+                }
+            };
+            info(site, &msg);
+        }
+    }
+
+    /// The first non-finite value left by the last forward/backward, for a
+    /// divergence message: a weight first (layer order), then the first
+    /// layer whose output is non-finite (forward order), then the first
+    /// layer whose gradient is (backward order: bottom diffs, then param
+    /// diffs). A blob computed in place belongs to the layer that produced
+    /// it; the layers that then modified it in place are named too.
+    /// Copies blobs to the host: meant for the failure path only.
+    pub fn find_non_finite(&self) -> Option<NonFinite> {
+        let at = |i: usize, what: String| {
+            let ls = &self.spec.layers[i];
+            Some(NonFinite {
+                layer: ls.name().to_string(),
+                layer_type: ls.type_name().to_string(),
+                what,
+            })
+        };
+        // The layers in `range` that compute blob `b` in place.
+        let in_place = |range: std::ops::Range<usize>, b: usize| -> String {
+            let names: Vec<&str> = self.spec.layers[range]
+                .iter()
+                .filter(|l| {
+                    l.top_ids
+                        .iter()
+                        .zip(&l.top_in_place)
+                        .any(|(&t, &ip)| ip && t == b)
+                })
+                .map(|l| l.name())
+                .collect();
+            if names.is_empty() {
+                String::new()
+            } else {
+                format!(" (then modified in place by {})", names.join(", "))
+            }
+        };
+        let n = self.spec.layers.len();
+        for (i, ls) in self.spec.layers.iter().enumerate() {
+            for (j, &id) in self.layer_params[i].iter().enumerate() {
+                if !all_finite(&self.blobs[id], false) {
+                    let name = &self.spec.params[ls.param_ids[j]].display_name;
+                    return at(i, format!("param blob {name} data (the weights)"));
+                }
+            }
+        }
+        for (i, ls) in self.spec.layers.iter().enumerate() {
+            for (k, &t) in ls.top_ids.iter().enumerate() {
+                if ls.top_in_place.get(k).copied().unwrap_or(false) {
+                    continue;
+                }
+                if !all_finite(&self.blobs[t], false) {
+                    let name = &self.spec.blob_names[t];
+                    let then = in_place(i + 1..n, t);
+                    return at(i, format!("top blob '{name}' data{then}"));
+                }
+            }
+        }
+        for (i, ls) in self.spec.layers.iter().enumerate().rev() {
+            if !ls.need_backward {
+                continue;
+            }
+            for (k, &b) in ls.bottom_ids.iter().enumerate() {
+                if ls.top_ids.contains(&b)
+                    || !ls.bottom_need_backward.get(k).copied().unwrap_or(false)
+                {
+                    continue;
+                }
+                if !all_finite(&self.blobs[b], true) {
+                    let name = &self.spec.blob_names[b];
+                    // Earlier layers computing `b` in place run backward after this one.
+                    let then = in_place(0..i, b);
+                    return at(i, format!("bottom blob '{name}' diff (the gradient){then}"));
+                }
+            }
+            for (j, &id) in self.layer_params[i].iter().enumerate() {
+                if ls.param_propagate_down.get(j).copied().unwrap_or(true)
+                    && !all_finite(&self.blobs[id], true)
+                {
+                    return at(i, format!("param blob {j} diff (the gradient)"));
+                }
+            }
+        }
+        None
     }
 
     /// Zero the diffs of every learnable parameter (before each iteration).

@@ -82,6 +82,8 @@ pub struct Solver {
     requested_early_exit: bool,
     seed: u64,
     test_scores: Vec<Vec<TestScore>>,
+    /// The (model, state) pair of the last snapshot this run wrote.
+    last_snapshot: Option<(PathBuf, PathBuf)>,
 }
 
 /// protobuf's `NetState::MergeFrom`: set scalars overwrite, stages append.
@@ -212,6 +214,7 @@ impl Solver {
             requested_early_exit: false,
             seed,
             test_scores: vec![Vec::new(); n_tests],
+            last_snapshot: None,
         })
     }
 
@@ -369,6 +372,8 @@ impl Solver {
                 &format!("Creating test net (#{i}) specified by {source}"),
             );
             let mut net = Net::new(&np, &Self::net_options(state, seed), be.clone())?;
+            // Caffe: test nets print debug info on every test pass.
+            net.set_debug_info(p.debug_info());
             for w in &p.weights {
                 load_weights(&mut net, w)?;
             }
@@ -494,17 +499,26 @@ impl Solver {
                 }
             }
             let display = self.param.display() != 0 && self.iter % self.param.display() == 0;
+            self.net.set_debug_info(display && self.param.debug_info());
             let iter_size = self.param.iter_size();
             let mut loss = 0.0f32;
             for _ in 0..iter_size {
-                loss += self.net.forward_backward()?;
+                let pass = self.net.forward_backward()?;
+                if !pass.is_finite() {
+                    return Err(self.diverged(&format!("the loss is {}", g(pass))));
+                }
+                loss += pass;
             }
+            self.check_gradients()?;
             loss /= iter_size as f32;
             self.update_smoothed_loss(loss, start_iter, average_loss);
             if display {
                 self.display();
             }
             self.apply_update(display)?;
+            if display && self.param.debug_info() {
+                self.net.update_debug_info();
+            }
             self.iter += 1;
 
             let request = self.poll_action();
@@ -626,7 +640,7 @@ impl Solver {
         let mut sumsq = 0.0f32;
         for i in 0..self.net.num_learnable() {
             let p = self.net.learnable(i);
-            sumsq += be.dot(p.count(), p.diff.view(), p.diff.view());
+            sumsq += be.sumsq(p.count(), p.diff.view());
         }
         let norm = sumsq.sqrt();
         if norm > clip {
@@ -741,6 +755,7 @@ impl Solver {
     /// Write `<prefix>_iter_<iter>.caffemodel` and `.solverstate` (each to
     /// a temporary file renamed into place). Returns the two paths.
     pub fn snapshot(&mut self) -> Result<(PathBuf, PathBuf)> {
+        self.check_state_finite()?;
         let model = self.snapshot_filename(".caffemodel");
         info(
             site::SOLVER_SNAPSHOT_MODEL,
@@ -757,7 +772,92 @@ impl Solver {
             &format!("Snapshotting solver state to binary proto file {state_file}"),
         );
         binary::write_solver_state(Path::new(&state_file), &state)?;
-        Ok((model.into(), state_file.into()))
+        let pair = (PathBuf::from(model), PathBuf::from(state_file));
+        self.last_snapshot = Some(pair.clone());
+        Ok(pair)
+    }
+
+    /// The last snapshot this solver wrote, if any.
+    pub fn last_snapshot(&self) -> Option<&(PathBuf, PathBuf)> {
+        self.last_snapshot.as_ref()
+    }
+
+    // ------------------------------------------------------ divergence --
+
+    /// Once per iteration: are all accumulated gradients finite? One asum
+    /// per parameter; only when that sum is not finite are the values
+    /// scanned (a finite but huge gradient can overflow the sum itself).
+    fn check_gradients(&self) -> Result<()> {
+        let be = &self.be;
+        let mut total = 0.0f32;
+        for i in 0..self.net.num_learnable() {
+            let p = self.net.learnable(i);
+            total += be.asum(p.count(), p.diff.view());
+        }
+        if total.is_finite() {
+            return Ok(());
+        }
+        match self.net.find_non_finite() {
+            Some(_) => Err(self.diverged("a gradient is not finite")),
+            None => Ok(()),
+        }
+    }
+
+    /// Before a snapshot: never write non-finite weights or history over
+    /// a good snapshot.
+    fn check_state_finite(&self) -> Result<()> {
+        let be = &self.be;
+        let mut total = 0.0f32;
+        for i in 0..self.net.num_learnable() {
+            let p = self.net.learnable(i);
+            total += be.asum(p.count(), p.data.view());
+        }
+        for b in self.history() {
+            total += be.asum(b.count(), b.data.view());
+        }
+        if total.is_finite() {
+            return Ok(());
+        }
+        let n = self.net.num_learnable().max(1);
+        for (k, b) in self.history().enumerate() {
+            if b.data_vec().iter().any(|v| !v.is_finite()) {
+                return Err(self.diverged(&format!(
+                    "the solver history of parameter '{}' is not finite",
+                    self.net.learnable_name(k % n)
+                )));
+            }
+        }
+        match self.net.find_non_finite() {
+            Some(_) => Err(self.diverged("the weights are not finite")),
+            None => Ok(()),
+        }
+    }
+
+    /// The error that stops a diverged run: the iteration, what went
+    /// non-finite first, and which snapshot is still good.
+    fn diverged(&self, what: &str) -> Error {
+        let first = match self.net.find_non_finite() {
+            Some(nf) if nf.what.ends_with("(the weights)") => format!(
+                "; first non-finite value: {nf}, set by the update of iteration {}",
+                self.iter - 1
+            ),
+            Some(nf) => format!("; first non-finite value: {nf}"),
+            None => String::new(),
+        };
+        let kept = match &self.last_snapshot {
+            Some((model, state)) => format!(
+                "the last good snapshot is {} / {}",
+                model.display(),
+                state.display()
+            ),
+            None => "this run wrote no snapshot before".to_string(),
+        };
+        Error::Solver(format!(
+            "Training diverged at iteration {}: {what}{first}. Stopped without \
+             snapshotting the non-finite state; {kept}. (Lower base_lr or set \
+             clip_gradients.)",
+            self.iter
+        ))
     }
 
     /// The solverstate Caffe writes: iteration, model file, history blobs

@@ -7,13 +7,13 @@
 //! the prototxt, which is exact for batch size, crop size, resize and colour,
 //! and needs a rule where the images themselves decide:
 //!
-//! | type       | data top                                                    | other tops |
-//! |------------|-------------------------------------------------------------|------------|
-//! | Data       | (N, C, crop or H, crop or W); C/H/W from the source name    | label (N)  |
-//! | ImageData  | (N, 3 or 1 by `is_color`, crop or new_height, crop or new_width) | label (N) |
-//! | WindowData | (N, 3, crop, crop)                                          | label (N)  |
-//! | MemoryData | (N, channels, height, width)                                | label (N)  |
-//! | HDF5Data   | (N, hint) for the first top                                 | (N) each   |
+//! | type       | first top (data)                                  | other tops |
+//! |------------|---------------------------------------------------|------------|
+//! | Data       | (N, C, crop or H, crop or W), C/H/W by source     | label (N)  |
+//! | ImageData  | (N, 3 or 1 by is_color, crop or new_h, crop or new_w) | label (N) |
+//! | WindowData | (N, 3, crop, crop)                                | label (N)  |
+//! | MemoryData | (N, channels, height, width)                      | label (N)  |
+//! | HDF5Data   | (N, hints.image) or the top's hint                | (N) each   |
 //!
 //! Data sources of the known datasets by name: a source containing `siamese`
 //! holds MNIST pairs stacked as channels (2×28×28), `mnist` 1×28×28, `cifar`
@@ -251,7 +251,7 @@ fn dummy_for(
         }
         "MemoryData" => {
             tops_exactly(2)?;
-            let p = lp.memory_data_param.clone().unwrap_or_default();
+            let p = lp.memory_data_param.unwrap_or_default();
             let chw = [p.channels(), p.height(), p.width()].map(|d| d as usize);
             (p.batch_size(), chw.to_vec())
         }

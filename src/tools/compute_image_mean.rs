@@ -67,14 +67,14 @@ pub fn compute_image_mean(db: &Path, backend: DbBackend, out: Option<&Path>) -> 
             Pixels::F32(v) => sum.iter_mut().zip(v).for_each(|(s, &x)| *s += x),
         }
         count += 1;
-        if count % 10000 == 0 {
+        if count.is_multiple_of(10000) {
             log::info(SITE_PROCESSED, &format!("Processed {count} files."));
         }
         if src.advance()? {
             break;
         }
     }
-    if count % 10000 != 0 {
+    if !count.is_multiple_of(10000) {
         log::info(SITE_PROCESSED_LAST, &format!("Processed {count} files."));
     }
     // Caffe divides the float sums by the int count.

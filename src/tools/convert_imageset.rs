@@ -229,7 +229,7 @@ pub fn convert_imageset(root: &str, list: &Path, db: &Path, o: &ConvertOptions) 
     let result = (|| {
         let progress = std::io::stderr().is_terminal() && entries.len() >= 2 * COMMIT_EVERY;
         let mut first_dims = None;
-        let mut count = 0;
+        let mut count: usize = 0;
         for (c, chunk) in entries.chunks(COMMIT_EVERY).enumerate() {
             // Decode/resize/encode in parallel, store in list order.
             let made: Vec<_> = chunk.par_iter().map(|e| make_record(root, e, o)).collect();
@@ -256,7 +256,7 @@ pub fn convert_imageset(root: &str, list: &Path, db: &Path, o: &ConvertOptions) 
             if progress {
                 eprint!("\r\x1b[K");
             }
-            if count % COMMIT_EVERY == 0 {
+            if count.is_multiple_of(COMMIT_EVERY) {
                 log::info(SITE_PROCESSED, &format!("Processed {count} files."));
             }
             if progress && count < entries.len() {
@@ -268,7 +268,7 @@ pub fn convert_imageset(root: &str, list: &Path, db: &Path, o: &ConvertOptions) 
     match result {
         Ok(count) => {
             w.finish()?;
-            if count % COMMIT_EVERY != 0 {
+            if !count.is_multiple_of(COMMIT_EVERY) {
                 log::info(SITE_PROCESSED_LAST, &format!("Processed {count} files."));
             }
             Ok(count)

@@ -17,15 +17,10 @@ use crate::backend::solver::Regularization;
 use crate::backend::{SolverOps, View, ViewMut};
 
 const CHUNK: usize = 1 << 12;
-fn exp_flag(f: &str) -> bool {
-    static V: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    V.get_or_init(|| std::env::var("RCAFFE_EXP").unwrap_or_default()).split(',').any(|x| x == f)
-}
 
 /// Caffe's `caffe_cpu_axpby(a, x, b, y)` on one element.
 #[inline]
 fn axpby(a: f32, x: f32, b: f32, y: f32) -> f32 {
-    if !exp_flag("fma") { return a * x + b * y; }
     if a == 0.0 {
         b * y
     } else {
@@ -51,11 +46,11 @@ impl Powx {
     }
     #[inline]
     fn sq(self, x: f32) -> f32 {
-        if !exp_flag("pow2") { return x * x; } x.powf(self.two)
+        x.powf(self.two)
     }
     #[inline]
     fn sqrt(self, x: f32) -> f32 {
-        if !exp_flag("powh") { return x.sqrt(); } x.powf(self.half)
+        x.powf(self.half)
     }
 }
 
@@ -114,6 +109,18 @@ fn sign(x: f32) -> f32 {
 }
 
 impl SolverOps for CpuBackend {
+    fn sumsq(&self, n: usize, x: View) -> f32 {
+        let x = x.host(n);
+        let part = |c: &[f32]| c.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>();
+        // Fixed chunks summed in order: the same result on any thread count.
+        let parts: Vec<f64> = if n >= PAR_MIN {
+            x.par_chunks(CHUNK).map(part).collect()
+        } else {
+            x.chunks(CHUNK).map(part).collect()
+        };
+        parts.iter().sum::<f64>() as f32
+    }
+
     fn regularize(
         &self,
         n: usize,
@@ -126,7 +133,7 @@ impl SolverOps for CpuBackend {
         let d = diff.host(n);
         let f = |(d, &w): (&mut f32, &f32)| match kind {
             // caffe_axpy(decay, data, diff); for L1 through caffe_cpu_sign.
-            Regularization::L2 => *d = if exp_flag("fmareg") { decay.mul_add(w, *d) } else { *d + decay * w },
+            Regularization::L2 => *d = decay.mul_add(w, *d),
             Regularization::L1 => *d = decay.mul_add(sign(w), *d),
         };
         if n >= PAR_MIN {

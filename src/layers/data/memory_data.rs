@@ -74,7 +74,7 @@ impl MemoryFeed {
             return Err(Error::Data("MemoryData reset: no items given".into()));
         }
         if let Some([b, c, h, w]) = s.dims {
-            if n % b != 0 {
+            if !n.is_multiple_of(b) {
                 return Err(Error::Data(format!(
                     "MemoryData reset: {n} items is not a multiple of the batch size {b}"
                 )));
@@ -86,7 +86,7 @@ impl MemoryFeed {
                     n * c * h * w
                 )));
             }
-        } else if data.len() % n != 0 {
+        } else if !data.len().is_multiple_of(n) {
             return Err(Error::Data(format!(
                 "MemoryData reset: {} values do not split into {n} items",
                 data.len()
@@ -169,7 +169,7 @@ pub struct MemoryDataLayer {
 
 impl MemoryDataLayer {
     pub fn new(lp: &LayerParameter) -> Result<Self> {
-        let p = lp.memory_data_param.clone().unwrap_or_default();
+        let p = lp.memory_data_param.unwrap_or_default();
         let dims = [p.batch_size(), p.channels(), p.height(), p.width()].map(|v| v as usize);
         if dims.contains(&0) {
             return Err(layer_err!(
@@ -238,7 +238,7 @@ impl Layer for MemoryDataLayer {
                 ));
             }
             let dims = s.dims.expect("set by the constructor");
-            if s.n % dims[0] != 0 || s.data.len() != s.n * dims[1] * dims[2] * dims[3] {
+            if !s.n.is_multiple_of(dims[0]) || s.data.len() != s.n * dims[1] * dims[2] * dims[3] {
                 return Err(layer_err!(
                     "MemoryData: the arrays given ({} items, {} values) do not fit batches of \
                      {}x{}x{}x{}",
