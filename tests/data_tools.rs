@@ -595,3 +595,47 @@ fn throughput_decode_transform_256_jpeg() {
         );
     }
 }
+
+/// LeNet training (the golden SGD net, batch 64, on the golden LMDB) never
+/// waits on its Data layer: the time `forward` spends blocked on the
+/// prefetch queue, per iteration, after the first. Run alone with
+/// `cargo test --test data_tools lenet_never_waits -- --ignored --nocapture`
+/// (the counter is process-wide).
+#[test]
+#[ignore]
+fn lenet_never_waits_on_data() {
+    use rcaffe::data::wait_stats;
+    use rcaffe::solver::Solver;
+    let dir = golden().join("sgd");
+    let mut sp = rcaffe::proto::text::read_solver_text(&dir.join("solver.prototxt")).unwrap();
+    let mut np = rcaffe::proto::text::read_net_text(&dir.join("net.prototxt")).unwrap();
+    for l in &mut np.layer {
+        if let Some(dp) = l.data_param.as_mut() {
+            dp.source = Some(dir.join(dp.source()).display().to_string());
+        }
+    }
+    sp.net = None;
+    sp.net_param = Some(np);
+    sp.test_iter.clear();
+    sp.test_interval = Some(0);
+    sp.snapshot = Some(0);
+    sp.display = Some(0);
+    let mut s = Solver::new(sp, Arc::new(CpuBackend::new())).unwrap();
+    s.step(1).unwrap();
+    let before = wait_stats();
+    let t = std::time::Instant::now();
+    let iters = 49;
+    s.step(iters).unwrap();
+    let total = t.elapsed();
+    let after = wait_stats();
+    let waited = after.waited - before.waited;
+    eprintln!(
+        "LeNet: {iters} iterations in {:.2} s ({:.1} ms/iter); blocked on the data queue \
+         {:.3} ms/iter ({} batches)",
+        total.as_secs_f64(),
+        total.as_secs_f64() * 1e3 / iters as f64,
+        waited.as_secs_f64() * 1e3 / iters as f64,
+        after.batches - before.batches
+    );
+    assert!(waited.as_secs_f64() < 0.01 * total.as_secs_f64());
+}

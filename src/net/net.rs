@@ -513,7 +513,8 @@ impl Net {
     fn backward_norms_debug_info(&self) {
         use crate::log::{error, g, site};
         let be = &self.cx.be;
-        let (mut asum_data, mut asum_diff, mut sumsq_data, mut sumsq_diff) = (0f32, 0f32, 0f32, 0f32);
+        let (mut asum_data, mut asum_diff, mut sumsq_data, mut sumsq_diff) =
+            (0f32, 0f32, 0f32, 0f32);
         for &id in &self.learnable {
             let b = &self.blobs[id];
             let n = b.count();
@@ -545,12 +546,15 @@ impl Net {
             let blob = &self.blobs[self.layer_params[p.layer_id][p.param_index]];
             let diff = self.mean_abs(blob, true);
             let (site, msg) = match p.owner {
-                None => (site::NET_UPDATE, format!(
-                    "    [Update] Layer {layer}, param {} data: {}; diff: {}",
-                    p.display_name,
-                    g(self.mean_abs(blob, false)),
-                    g(diff)
-                )),
+                None => (
+                    site::NET_UPDATE,
+                    format!(
+                        "    [Update] Layer {layer}, param {} data: {}; diff: {}",
+                        p.display_name,
+                        g(self.mean_abs(blob, false)),
+                        g(diff)
+                    ),
+                ),
                 Some(o) => {
                     let owner = &self.spec.params[o];
                     let msg = format!(

@@ -837,10 +837,14 @@ impl Solver {
     /// non-finite first, and which snapshot is still good.
     fn diverged(&self, what: &str) -> Error {
         let first = match self.net.find_non_finite() {
-            Some(nf) if nf.what.ends_with("(the weights)") => format!(
-                "; first non-finite value: {nf}, set by the update of iteration {}",
-                self.iter - 1
-            ),
+            Some(nf) if nf.what.ends_with("(the weights)") => {
+                let when = if self.iter > 0 {
+                    format!("set by the update of iteration {}", self.iter - 1)
+                } else {
+                    "present before the first update".to_string()
+                };
+                format!("; first non-finite value: {nf}, {when}")
+            }
             Some(nf) => format!("; first non-finite value: {nf}"),
             None => String::new(),
         };
@@ -875,6 +879,8 @@ impl Solver {
     /// step, the weights of `learned_net` (into the train net; test nets
     /// follow at the next test) and the history.
     pub fn restore(&mut self, state_file: &Path) -> Result<()> {
+        let sibling = Self::solverstate_for(state_file)?;
+        let state_file = sibling.as_path();
         if state_file.to_string_lossy().ends_with(".h5") {
             return Err(Error::Solver(format!(
                 "{}: HDF5 solver states are not supported by this build",
@@ -887,9 +893,10 @@ impl Solver {
             Err(e) => match binary::read_net_binary(state_file) {
                 Ok(net) if !net.layer.is_empty() || !net.layers.is_empty() => {
                     return Err(Error::Solver(format!(
-                        "{}: this is a model (.caffemodel), not a solver state; --snapshot \
-                         needs the .solverstate file written next to it",
-                        state_file.display()
+                        "{f}: this is a model (.caffemodel), not a solver state; --snapshot \
+                         needs the .solverstate file written next to it (to start a new run \
+                         from these weights instead, use --weights {f})",
+                        f = state_file.display()
                     )))
                 }
                 _ => return Err(e),
@@ -939,6 +946,41 @@ impl Solver {
             self.history[set][i] = restored;
         }
         Ok(())
+    }
+
+    /// `--snapshot x.caffemodel`: the `x.solverstate` written next to it
+    /// (with a line saying so), or an error that says exactly what to pass.
+    /// Other paths are returned unchanged.
+    fn solverstate_for(path: &Path) -> Result<PathBuf> {
+        let name = path.to_string_lossy();
+        let split = [
+            (".caffemodel.h5", ".solverstate.h5"),
+            (".caffemodel", ".solverstate"),
+        ]
+        .into_iter()
+        .find_map(|(model, state)| name.strip_suffix(model).map(|base| (base, state)));
+        let Some((base, ext)) = split else {
+            return Ok(path.to_path_buf());
+        };
+        let sibling = PathBuf::from(format!("{base}{ext}"));
+        if sibling.exists() {
+            info(
+                site::SOLVER_RESTORING,
+                &format!(
+                    "{} is a model; resuming from its solver state {}",
+                    path.display(),
+                    sibling.display()
+                ),
+            );
+            return Ok(sibling);
+        }
+        Err(Error::Solver(format!(
+            "{p} is a model, not a solver state, and there is no {s} next to it: --snapshot \
+             needs the .solverstate file a snapshot writes with the model (--snapshot {s}); \
+             to start a new run from these weights instead, use --weights {p}",
+            p = path.display(),
+            s = sibling.display()
+        )))
     }
 
     /// `learned_net` as written (relative to the directory training ran

@@ -206,9 +206,26 @@ fn restore_refuses_a_model_or_a_mismatched_history() {
     let mut s = solver(&format!("snapshot_prefix: \"{prefix}\""));
     s.step(1).unwrap();
     let (model, state) = s.snapshot().unwrap();
-    let e = solver("").restore(&model).unwrap_err().to_string();
+    // A model given where a state belongs resumes from its sibling state...
+    let mut r = solver("");
+    r.restore(&model).unwrap();
+    assert_eq!(r.iter(), 1);
+    assert_eq!(weights(r.net()), weights(s.net()));
+    // ... and without one, says what to pass.
+    let lone = dir.path().join("lone.caffemodel");
+    std::fs::copy(&model, &lone).unwrap();
+    let e = solver("").restore(&lone).unwrap_err().to_string();
+    assert!(
+        e.contains("no ") && e.contains("lone.solverstate next to it"),
+        "{e}"
+    );
+    assert!(e.contains("--weights ") && e.contains("--snapshot "), "{e}");
+    // A model under another name is recognised by its content.
+    let odd = dir.path().join("model.bin");
+    std::fs::copy(&model, &odd).unwrap();
+    let e = solver("").restore(&odd).unwrap_err().to_string();
     assert!(e.contains("not a solver state"), "{e}");
-    assert!(e.contains(".solverstate"), "{e}");
+    assert!(e.contains(".solverstate") && e.contains("--weights"), "{e}");
     // A state without history (e.g. from another tool) is refused by count.
     let empty = dir.path().join("empty.solverstate");
     let st = SolverState {
@@ -311,4 +328,145 @@ fn learned_net_is_found_next_to_a_moved_solverstate() {
     assert_eq!(got, dir.path().join("run_iter_5.caffemodel"));
     let missing = Solver::resolve_learned_net("gone.caffemodel", &state);
     assert_eq!(missing, PathBuf::from("gone.caffemodel"));
+}
+
+/// A solver over the tiny net that snapshots into `dir`.
+fn snapping_solver(dir: &Path, extra: &str) -> Solver {
+    let prefix = dir.join("run").display().to_string();
+    let text = format!(
+        "net_param {{ {NET} }} lr_policy: \"fixed\" random_seed: 7 \
+         snapshot_prefix: \"{prefix}\" {extra}"
+    );
+    let mut s = Solver::new(text::parse_solver_text(&text, "s").unwrap(), be()).unwrap();
+    feed(s.net_mut());
+    s
+}
+
+#[test]
+fn snapshot_diff_saves_the_last_step_and_after_train_the_last_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = snapping_solver(
+        dir.path(),
+        "base_lr: 0.1 momentum: 0.9 max_iter: 3 snapshot: 2 snapshot_diff: true",
+    );
+    s.solve().unwrap();
+    // Every 2 iterations, and after training (3 is not a multiple of 2).
+    for n in [2, 3] {
+        assert!(dir
+            .path()
+            .join(format!("run_iter_{n}.solverstate"))
+            .exists());
+    }
+    let model = binary::read_net_binary(&dir.path().join("run_iter_3.caffemodel")).unwrap();
+    let blobs: Vec<_> = model.layer.iter().flat_map(|l| l.blobs.clone()).collect();
+    assert_eq!(blobs.len(), 2);
+    // SGD's diff holds the step, which is the momentum history.
+    let hist: Vec<Vec<f32>> = s.history().map(|b| b.data_vec()).collect();
+    for (b, h) in blobs.iter().zip(&hist) {
+        assert_eq!(&b.diff, h);
+        assert!(b.diff.iter().any(|&v| v != 0.0));
+    }
+    assert_eq!(
+        blobs.iter().map(|b| b.data.clone()).collect::<Vec<_>>(),
+        weights(s.net())
+    );
+
+    // Without snapshot_diff no diff is saved; without snapshot_after_train
+    // there is no final snapshot.
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = snapping_solver(
+        dir.path(),
+        "base_lr: 0.1 max_iter: 3 snapshot: 2 snapshot_after_train: false",
+    );
+    s.solve().unwrap();
+    assert!(!dir.path().join("run_iter_3.caffemodel").exists());
+    let model = binary::read_net_binary(&dir.path().join("run_iter_2.caffemodel")).unwrap();
+    assert!(model
+        .layer
+        .iter()
+        .flat_map(|l| &l.blobs)
+        .all(|b| b.diff.is_empty()));
+}
+
+#[test]
+fn non_finite_values_are_traced_to_their_layer() {
+    let param = text::parse_net_text(NET, "tiny").unwrap();
+    let mut net = Net::new(&param, &NetOptions::new(Phase::Train), be()).unwrap();
+    feed(&mut net);
+    net.forward_backward().unwrap();
+    assert_eq!(net.find_non_finite(), None);
+
+    // A finite weight so large that the inner product overflows: its output.
+    let w0 = net.learnable(0).data_vec();
+    let mut w = w0.clone();
+    w[2] = 3e38; // meets x[2] = 2
+    net.learnable_mut(0).set_data(&w).unwrap();
+    net.forward_backward().unwrap();
+    let nf = net.find_non_finite().unwrap();
+    assert_eq!(
+        (nf.layer.as_str(), nf.layer_type.as_str()),
+        ("ip", "InnerProduct")
+    );
+    assert_eq!(nf.what, "top blob 'z' data");
+    assert_eq!(
+        nf.to_string(),
+        "top blob 'z' data of layer 'ip' (InnerProduct)"
+    );
+
+    // A non-finite weight is named before the outputs it spoils.
+    let mut w = w0;
+    w[4] = f32::NAN;
+    net.learnable_mut(0).set_data(&w).unwrap();
+    net.forward_backward().unwrap();
+    let nf = net.find_non_finite().unwrap();
+    assert_eq!(nf.what, "param blob 0 data (the weights)");
+    assert_eq!(nf.layer, "ip");
+}
+
+#[test]
+fn a_diverging_run_stops_and_keeps_the_last_good_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    // A huge rate overflows the weights within a few iterations.
+    let mut s = snapping_solver(dir.path(), "base_lr: 1e38 max_iter: 50 snapshot: 1");
+    let e = s.solve().unwrap_err().to_string();
+    assert!(e.starts_with("Training diverged at iteration "), "{e}");
+    assert!(e.contains("of layer 'ip' (InnerProduct)"), "{e}");
+    let (model, state) = s
+        .last_snapshot()
+        .cloned()
+        .expect("a snapshot before the failure");
+    assert!(
+        e.contains(&format!("the last good snapshot is {}", model.display())),
+        "{e}"
+    );
+    // Every snapshot on disk is finite and the last one is the one named.
+    let mut newest = 0;
+    for f in std::fs::read_dir(dir.path()).unwrap() {
+        let p = f.unwrap().path();
+        if p.extension().is_some_and(|x| x == "caffemodel") {
+            let net = binary::read_net_binary(&p).unwrap();
+            let finite = net
+                .layer
+                .iter()
+                .flat_map(|l| &l.blobs)
+                .flat_map(|b| &b.data);
+            assert!(finite.into_iter().all(|v| v.is_finite()), "{}", p.display());
+            let n: i32 = p
+                .to_string_lossy()
+                .rsplit("_iter_")
+                .next()
+                .unwrap()
+                .trim_end_matches(".caffemodel")
+                .parse()
+                .unwrap();
+            newest = newest.max(n);
+        }
+    }
+    assert!(
+        model.ends_with(format!("run_iter_{newest}.caffemodel")),
+        "{}",
+        model.display()
+    );
+    assert!(state.exists());
+    assert!(s.iter() >= newest);
 }

@@ -115,7 +115,11 @@ pub fn compare(what: &str, got: &[f32], want: &[f32], tol: Tolerance) -> Compari
     let (mut max_abs, mut max_rel, mut ok) = (0f32, 0f32, true);
     for (&a, &b) in got.iter().zip(want) {
         let d = (a - b).abs();
-        if !(d <= tol.atol + tol.rtol * b.abs()) && !(a.is_nan() && b.is_nan()) && a != b {
+        // Equal values (infinities included) and NaN-for-NaN pass; so does
+        // anything within tolerance. A NaN difference fails.
+        let within = d <= tol.atol + tol.rtol * b.abs();
+        let same = a == b || (a.is_nan() && b.is_nan());
+        if !within && !same {
             ok = false;
         }
         max_abs = max_abs.max(d);

@@ -309,12 +309,12 @@ mod tests {
         let mut yt = Buffer::from_vec(vec![1.0; n]);
         be.gemv(true, m, n, 1.0, a.view(), xt.view(), 0.0, yt.view_mut());
         let r = naive(false, false, m, 1, n, a.host().unwrap(), x.host().unwrap());
-        for i in 0..m {
-            assert!((y.host().unwrap()[i] - (1.5 * r[i] + 2.0)).abs() < 1e-4);
+        for (got, want) in y.host().unwrap().iter().zip(&r) {
+            assert!((got - (1.5 * want + 2.0)).abs() < 1e-4);
         }
         let rt = naive(true, false, n, 1, m, a.host().unwrap(), xt.host().unwrap());
-        for j in 0..n {
-            assert!((yt.host().unwrap()[j] - rt[j]).abs() < 1e-4);
+        for (got, want) in yt.host().unwrap().iter().zip(&rt) {
+            assert!((got - want).abs() < 1e-4);
         }
     }
 }
