@@ -83,6 +83,63 @@ pub fn caffe_shuffle<T>(v: &mut [T], g: &mut Mt19937) {
     }
 }
 
+/// glibc's `rand()` (the TYPE_3 additive feedback generator), which
+/// `std::random_shuffle` uses: Caffe's HDF5Data shuffles with it, never
+/// seeded, i.e. from glibc's default seed 1.
+#[derive(Clone)]
+pub struct GlibcRand {
+    r: [u32; 34],
+    i: usize,
+}
+
+impl GlibcRand {
+    pub fn new(seed: u32) -> Self {
+        let mut r = [0u32; 34];
+        r[0] = if seed == 0 { 1 } else { seed };
+        for i in 1..31 {
+            // 16807 * r[i-1] % (2^31 - 1) by Schrage's method, as glibc.
+            let prev = r[i - 1] as i32;
+            let (hi, lo) = (prev / 127_773, prev % 127_773);
+            let mut word = 16_807 * lo - 2_836 * hi;
+            if word < 0 {
+                word += 2_147_483_647;
+            }
+            r[i] = word as u32;
+        }
+        for i in 31..34 {
+            r[i] = r[i - 31];
+        }
+        let mut g = GlibcRand { r, i: 0 };
+        // glibc discards the first 310 outputs.
+        for _ in 0..310 {
+            g.step();
+        }
+        g
+    }
+
+    fn step(&mut self) -> u32 {
+        // r[k] = r[k-31] + r[k-3] over a ring of the last 34 values.
+        let v = self.r[(self.i + 3) % 34].wrapping_add(self.r[(self.i + 31) % 34]);
+        self.r[self.i] = v;
+        self.i = (self.i + 1) % 34;
+        v
+    }
+
+    /// The next `rand()` value, in `0..=RAND_MAX` (2^31 - 1).
+    pub fn rand(&mut self) -> u32 {
+        self.step() >> 1
+    }
+}
+
+/// libstdc++'s `std::random_shuffle(first, last)`: for each i from 1,
+/// swap element i with element `rand() % (i + 1)`.
+pub fn std_random_shuffle<T>(v: &mut [T], g: &mut GlibcRand) {
+    for i in 1..v.len() {
+        let j = g.rand() as usize % (i + 1);
+        v.swap(i, j);
+    }
+}
+
 /// The seed Caffe gives a prefetching data layer's transformer when the
 /// layer is the first consumer of the global stream seeded with `seed`:
 /// `DataTransformer::InitRand` runs twice during set-up (once in
@@ -110,6 +167,19 @@ mod tests {
         assert_eq!(v, 4_123_659_995);
         let mut g = Mt19937::new(5489);
         assert_eq!(g.next_u32(), 3_499_211_612);
+    }
+
+    #[test]
+    fn glibc_rand_sequence() {
+        // glibc: srand(1); rand() → 1804289383, 846930886, 1681692777, ...
+        let mut g = GlibcRand::new(1);
+        let v: Vec<u32> = (0..5).map(|_| g.rand()).collect();
+        assert_eq!(v, vec![1804289383, 846930886, 1681692777, 1714636915, 1957747793]);
+        let mut s: Vec<u32> = (0..10).collect();
+        std_random_shuffle(&mut s, &mut GlibcRand::new(1));
+        let mut sorted = s.clone();
+        sorted.sort();
+        assert_eq!(sorted, (0..10).collect::<Vec<_>>());
     }
 
     #[test]

@@ -334,8 +334,7 @@ fn learned_net_is_found_next_to_a_moved_solverstate() {
 fn snapping_solver(dir: &Path, extra: &str) -> Solver {
     let prefix = dir.join("run").display().to_string();
     let text = format!(
-        "net_param {{ {NET} }} lr_policy: \"fixed\" random_seed: 7 \
-         snapshot_prefix: \"{prefix}\" {extra}"
+        "net_param {{ {NET} }} random_seed: 7 snapshot_prefix: \"{prefix}\" {extra}"
     );
     let mut s = Solver::new(text::parse_solver_text(&text, "s").unwrap(), be()).unwrap();
     feed(s.net_mut());
@@ -347,7 +346,7 @@ fn snapshot_diff_saves_the_last_step_and_after_train_the_last_weights() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = snapping_solver(
         dir.path(),
-        "base_lr: 0.1 momentum: 0.9 max_iter: 3 snapshot: 2 snapshot_diff: true",
+        "lr_policy: \"fixed\" base_lr: 0.1 momentum: 0.9 max_iter: 3 snapshot: 2 snapshot_diff: true",
     );
     s.solve().unwrap();
     // Every 2 iterations, and after training (3 is not a multiple of 2).
@@ -376,7 +375,7 @@ fn snapshot_diff_saves_the_last_step_and_after_train_the_last_weights() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = snapping_solver(
         dir.path(),
-        "base_lr: 0.1 max_iter: 3 snapshot: 2 snapshot_after_train: false",
+        "lr_policy: \"fixed\" base_lr: 0.1 max_iter: 3 snapshot: 2 snapshot_after_train: false",
     );
     s.solve().unwrap();
     assert!(!dir.path().join("run_iter_3.caffemodel").exists());
@@ -426,9 +425,13 @@ fn non_finite_values_are_traced_to_their_layer() {
 #[test]
 fn a_diverging_run_stops_and_keeps_the_last_good_snapshot() {
     let dir = tempfile::tempdir().unwrap();
-    // A huge rate overflows the weights within a few iterations.
-    let mut s = snapping_solver(dir.path(), "base_lr: 1e38 max_iter: 50 snapshot: 1");
+    // The rate grows 1e10-fold per iteration: inf at iteration 4.
+    let mut s = snapping_solver(
+        dir.path(),
+        "base_lr: 1 lr_policy: \"exp\" gamma: 1e10 max_iter: 50 snapshot: 1",
+    );
     let e = s.solve().unwrap_err().to_string();
+    eprintln!("MSG: {e}");
     assert!(e.starts_with("Training diverged at iteration "), "{e}");
     assert!(e.contains("of layer 'ip' (InnerProduct)"), "{e}");
     let (model, state) = s
