@@ -8,7 +8,9 @@
 //! - `Math` (this file): BLAS-like and element-wise operations on views.
 //! - `ConvOps` (conv.rs): im2col/col2im and convolution passes.
 //! - `PoolOps` (pool.rs), `LrnOps` (lrn.rs), `SoftmaxOps` (softmax.rs),
-//!   `SolverOps` (solver.rs): the remaining kernels.
+//!   `EltwiseOps` (eltwise.rs), `NormOps` (norm.rs), `ShapeOps` (shape.rs),
+//!   `RecurrentOps` (recurrent.rs), `SolverOps` (solver.rs): the remaining
+//!   kernels.
 pub mod buffer;
 pub mod conv;
 pub mod cpu;

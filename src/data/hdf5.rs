@@ -173,13 +173,14 @@ pub fn read_net_hdf5(path: &Path) -> Result<NetParameter> {
 pub fn write_solver_state_hdf5(path: &Path, s: &SolverState) -> Result<()> {
     let f = create(path)?;
     write_i32(&f, path, "iter", s.iter())?;
-    let learned = FixedAscii::<MAX_STRING>::from_ascii(s.learned_net().as_bytes()).map_err(|e| {
-        Error::Data(format!(
-            "{}: learned_net '{}' cannot be stored: {e}",
-            path.display(),
-            s.learned_net()
-        ))
-    })?;
+    let learned =
+        FixedAscii::<MAX_STRING>::from_ascii(s.learned_net().as_bytes()).map_err(|e| {
+            Error::Data(format!(
+                "{}: learned_net '{}' cannot be stored: {e}",
+                path.display(),
+                s.learned_net()
+            ))
+        })?;
     f.new_dataset::<FixedAscii<MAX_STRING>>()
         .create("learned_net")
         .and_then(|d| d.write_scalar(&learned))
@@ -256,7 +257,10 @@ mod tests {
         let back = read_net_hdf5(&p).unwrap();
         let ip = back.layer.iter().find(|l| l.name() == "ip").unwrap();
         assert_eq!(ip.blobs, net.layer[1].blobs);
-        assert!(back.layer.iter().any(|l| l.name() == "data" && l.blobs.is_empty()));
+        assert!(back
+            .layer
+            .iter()
+            .any(|l| l.name() == "data" && l.blobs.is_empty()));
 
         let s = SolverState {
             iter: Some(25),

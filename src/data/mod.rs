@@ -6,6 +6,8 @@
 //! rank of world) → `decode_datum` → `DataTransformer` → `Prefetcher` →
 //! the Data layer's tops.
 pub mod datum;
+#[cfg(feature = "hdf5")]
+pub mod hdf5;
 pub mod image;
 pub mod jpeg;
 pub mod leveldb;

@@ -174,7 +174,10 @@ mod tests {
         // glibc: srand(1); rand() → 1804289383, 846930886, 1681692777, ...
         let mut g = GlibcRand::new(1);
         let v: Vec<u32> = (0..5).map(|_| g.rand()).collect();
-        assert_eq!(v, vec![1804289383, 846930886, 1681692777, 1714636915, 1957747793]);
+        assert_eq!(
+            v,
+            vec![1804289383, 846930886, 1681692777, 1714636915, 1957747793]
+        );
         let mut s: Vec<u32> = (0..10).collect();
         std_random_shuffle(&mut s, &mut GlibcRand::new(1));
         let mut sorted = s.clone();

@@ -505,7 +505,7 @@ impl Solver {
             for _ in 0..iter_size {
                 let pass = self.net.forward_backward()?;
                 if !pass.is_finite() {
-                    return Err(self.diverged(&format!("the loss is {}", g(pass))));
+                    return Err(self.diverged(&format!("the loss is {}", g(pass)), true));
                 }
                 loss += pass;
             }
@@ -798,7 +798,7 @@ impl Solver {
             return Ok(());
         }
         match self.net.find_non_finite() {
-            Some(_) => Err(self.diverged("a gradient is not finite")),
+            Some(_) => Err(self.diverged("a gradient is not finite", true)),
             None => Ok(()),
         }
     }
@@ -818,25 +818,38 @@ impl Solver {
         if total.is_finite() {
             return Ok(());
         }
+        let weights_bad = (0..self.net.num_learnable()).any(|i| {
+            self.net
+                .learnable(i)
+                .data_vec()
+                .iter()
+                .any(|v| !v.is_finite())
+        });
+        if weights_bad {
+            return Err(self.diverged("the weights are not finite", true));
+        }
         let n = self.net.num_learnable().max(1);
         for (k, b) in self.history().enumerate() {
             if b.data_vec().iter().any(|v| !v.is_finite()) {
-                return Err(self.diverged(&format!(
+                let what = format!(
                     "the solver history of parameter '{}' is not finite",
                     self.net.learnable_name(k % n)
-                )));
+                );
+                return Err(self.diverged(&what, false));
             }
         }
-        match self.net.find_non_finite() {
-            Some(_) => Err(self.diverged("the weights are not finite")),
-            None => Ok(()),
-        }
+        Ok(())
     }
 
     /// The error that stops a diverged run: the iteration, what went
     /// non-finite first, and which snapshot is still good.
-    fn diverged(&self, what: &str) -> Error {
-        let first = match self.net.find_non_finite() {
+    fn diverged(&self, what: &str, locate: bool) -> Error {
+        let found = if locate {
+            self.net.find_non_finite()
+        } else {
+            None
+        };
+        let first = match found {
             Some(nf) if nf.what.ends_with("(the weights)") => {
                 let when = if self.iter > 0 {
                     format!("set by the update of iteration {}", self.iter - 1)

@@ -333,9 +333,8 @@ fn learned_net_is_found_next_to_a_moved_solverstate() {
 /// A solver over the tiny net that snapshots into `dir`.
 fn snapping_solver(dir: &Path, extra: &str) -> Solver {
     let prefix = dir.join("run").display().to_string();
-    let text = format!(
-        "net_param {{ {NET} }} random_seed: 7 snapshot_prefix: \"{prefix}\" {extra}"
-    );
+    let text =
+        format!("net_param {{ {NET} }} random_seed: 7 snapshot_prefix: \"{prefix}\" {extra}");
     let mut s = Solver::new(text::parse_solver_text(&text, "s").unwrap(), be()).unwrap();
     feed(s.net_mut());
     s
