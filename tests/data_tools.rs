@@ -639,3 +639,182 @@ fn lenet_never_waits_on_data() {
     );
     assert!(waited.as_secs_f64() < 0.01 * total.as_secs_f64());
 }
+
+#[cfg(feature = "hdf5")]
+mod hdf5_layers {
+    use super::*;
+    use rcaffe::solver::Solver;
+
+    /// A 2-class problem of 4 features (the hdf5_classification example's
+    /// shape): label 1 when x0 + x1 - x2 > 0. Written as `rows` rows split
+    /// over `files` HDF5 files; returns the list file.
+    fn write_h5(dir: &Path, stem: &str, rows: usize, files: usize, seed: u32) -> PathBuf {
+        let mut g = rcaffe::data::rng::Mt19937::new(seed);
+        let mut list = String::new();
+        for f in 0..files {
+            let n = rows / files;
+            let mut data = Vec::with_capacity(n * 4);
+            let mut label = Vec::with_capacity(n);
+            for _ in 0..n {
+                let x: Vec<f32> = (0..4)
+                    .map(|_| g.next_u32() as f32 / u32::MAX as f32 * 2.0 - 1.0)
+                    .collect();
+                label.push(if x[0] + x[1] - x[2] > 0.0 { 1.0 } else { 0.0 });
+                data.extend(x);
+            }
+            let path = dir.join(format!("{stem}{f}.h5"));
+            let file = hdf5::File::create(&path).unwrap();
+            // Features as float64, as h5py writes numpy's default: read as float.
+            let d64: Vec<f64> = data.iter().map(|&v| v as f64).collect();
+            file.new_dataset::<f64>()
+                .shape([n, 4])
+                .create("data")
+                .unwrap()
+                .write_raw(&d64)
+                .unwrap();
+            file.new_dataset::<f32>()
+                .shape([n])
+                .create("label")
+                .unwrap()
+                .write_raw(&label)
+                .unwrap();
+            list.push_str(&format!("{}\n", path.display()));
+        }
+        let l = dir.join(format!("{stem}.txt"));
+        std::fs::write(&l, list).unwrap();
+        l
+    }
+
+    fn zoo_net(file: &str, train: &Path, test: &Path) -> rcaffe::proto::caffe::NetParameter {
+        let dir =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/zoo/bvlc_hdf5_classification");
+        let mut np = rcaffe::proto::text::read_net_text(&dir.join(file)).unwrap();
+        for l in &mut np.layer {
+            if let Some(p) = l.hdf5_data_param.as_mut() {
+                let test_phase = p.source().contains("test");
+                p.source = Some(if test_phase { test } else { train }.display().to_string());
+            }
+        }
+        np
+    }
+
+    fn train_and_score(net: rcaffe::proto::caffe::NetParameter, iters: i32) -> f32 {
+        let mut sp = rcaffe::proto::text::parse_solver_text(
+            "test_iter: 25 test_interval: 100000 base_lr: 0.01 momentum: 0.9 \
+             weight_decay: 0.0005 lr_policy: \"fixed\" display: 0 max_iter: 1000 \
+             snapshot: 0 random_seed: 1 solver_mode: CPU",
+            "solver.prototxt",
+        )
+        .unwrap();
+        sp.net_param = Some(net);
+        let mut s = Solver::new(sp, Arc::new(CpuBackend::new())).unwrap();
+        s.step(iters).unwrap();
+        s.test(0).unwrap();
+        let scores = s.test_scores();
+        let last = scores.last().unwrap();
+        last.iter().find(|t| t.name == "accuracy").unwrap().value
+    }
+
+    #[test]
+    fn hdf5_classification_nets_learn_from_hdf5_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let train = write_h5(tmp.path(), "train", 1000, 2, 1);
+        let test = write_h5(tmp.path(), "test", 250, 1, 2);
+        let acc = train_and_score(zoo_net("train_val.prototxt", &train, &test), 600);
+        eprintln!("logistic regression accuracy {acc}");
+        assert!(acc > 0.9, "accuracy {acc}");
+        let acc = train_and_score(zoo_net("nonlinear_train_val.prototxt", &train, &test), 600);
+        eprintln!("nonlinear net accuracy {acc}");
+        assert!(acc > 0.9, "accuracy {acc}");
+    }
+
+    #[test]
+    fn hdf5_data_shuffles_files_and_rows_and_errors_name_the_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let list = write_h5(tmp.path(), "s", 30, 3, 3);
+        let lp = layer_from_text(&format!(
+            "layer {{ name: \"h\" type: \"HDF5Data\" top: \"data\" top: \"label\" \
+             hdf5_data_param {{ source: \"{}\" batch_size: 7 shuffle: true }} }}",
+            list.display()
+        ));
+        let mut h = Harness::new(&lp, Phase::Train, 1).unwrap();
+        assert_eq!((h.shape(0), h.shape(1)), (vec![7, 4], vec![7]));
+        // Every pass (30 rows) visits each row once.
+        let mut rows = Vec::new();
+        for _ in 0..30 {
+            h.forward().unwrap();
+            rows.extend(
+                h.blobs[0]
+                    .data_vec()
+                    .chunks(4)
+                    .map(|r| r.iter().map(|v| v.to_bits()).collect::<Vec<_>>()),
+            );
+        }
+        for pass in rows.chunks(30) {
+            let mut p = pass.to_vec();
+            p.sort();
+            p.dedup();
+            assert_eq!(p.len(), 30);
+        }
+        assert_ne!(rows[..30], rows[30..60], "reshuffled each pass");
+
+        std::fs::write(
+            &list,
+            format!("{}\n", tmp.path().join("missing.h5").display()),
+        )
+        .unwrap();
+        let e = Harness::new(&lp, Phase::Train, 1)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("missing.h5"), "{e}");
+        let lp = layer_from_text(&format!(
+            "layer {{ name: \"h\" type: \"HDF5Data\" top: \"data\" top: \"nolabel\" \
+             hdf5_data_param {{ source: \"{}\" batch_size: 7 }} }}",
+            write_h5(tmp.path(), "t", 10, 1, 4).display()
+        ));
+        let e = Harness::new(&lp, Phase::Train, 1)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("no dataset 'nolabel'"), "{e}");
+    }
+
+    #[test]
+    fn hdf5_output_appends_every_forward() {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("out.h5");
+        let lp = layer_from_text(&format!(
+            "layer {{ name: \"o\" type: \"HDF5Output\" bottom: \"data\" bottom: \"label\" \
+             hdf5_output_param {{ file_name: \"{}\" }} }}",
+            out.display()
+        ));
+        let mut layer = create_layer(&lp).unwrap();
+        let mut cx = Ctx::new(Arc::new(CpuBackend::new()), Phase::Test, 1);
+        let mut blobs = vec![Blob::default(), Blob::default()];
+        blobs[0].reshape(&[2, 3]).unwrap();
+        blobs[1].reshape(&[2]).unwrap();
+        {
+            let mut io = Io::new(&mut blobs, &[0, 1], &[], &[]);
+            layer.setup(&mut cx, &mut io).unwrap();
+        }
+        for k in 0..2 {
+            blobs[0].set_data(&[k as f32; 6]).unwrap();
+            blobs[1].set_data(&[10.0 + k as f32; 2]).unwrap();
+            let mut io = Io::new(&mut blobs, &[0, 1], &[], &[]);
+            layer.reshape(&mut cx, &mut io).unwrap();
+            layer.forward(&mut cx, &mut io).unwrap();
+        }
+        drop(layer);
+        let f = hdf5::File::open(&out).unwrap();
+        let d = f.dataset("data").unwrap();
+        assert_eq!(d.shape(), vec![4, 3, 1, 1]);
+        assert_eq!(
+            d.read_raw::<f32>().unwrap(),
+            [[0.0f32; 6], [1.0; 6]].concat()
+        );
+        let l = f.dataset("label").unwrap();
+        assert_eq!(l.shape(), vec![4, 1, 1, 1]);
+        assert_eq!(l.read_raw::<f32>().unwrap(), vec![10.0, 10.0, 11.0, 11.0]);
+    }
+}

@@ -4,10 +4,11 @@
 //! snapshot and the solverstate; plus resume from Caffe's own solverstate
 //! and an exact snapshot/resume round trip.
 //!
-//! Tolerances (golden README): printed losses agree to one unit of the
-//! 6th significant digit for iterations 0-9 and within 1% to 50; the lr
-//! column exactly; test accuracy within 0.01 (5 of 500 images); final
-//! weights within 1e-2 relative L2.
+//! Tolerances (golden README, issue 5): printed losses agree to one unit of
+//! the 6th significant digit for iterations 0-9 and within 1% to 50; the lr
+//! column exactly; clipping figures within 1e-5; test accuracy within 0.01
+//! (5 of 500 images); final weights within 1e-2 relative L2. AdaGrad and
+//! AdaDelta get wider bounds, justified in `Tol::of`.
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -120,27 +121,49 @@ fn six_digits(got: f64, want: f64) -> bool {
     (got - want).abs() <= (unit * 1.0001).max(1e-5 * want.abs())
 }
 
-/// Iterations whose loss must agree to 6 digits. AdaGrad's first step is
-/// `lr·g/(|g|+δ)`: for near-zero gradients the sign of `g` matters, so a
-/// different GEMM summation order shows in the 5th digit from iteration 2.
-fn tight_until(case: &str) -> i32 {
-    if case == "adagrad" {
-        2
-    } else {
-        10
-    }
+/// How closely a case must follow Caffe.
+struct Tol {
+    /// Relative bound for iterations 0-9 (`None`: 6 significant digits).
+    first10: Option<f64>,
+    /// Relative bound for iterations 10-50.
+    rest: f64,
+    /// Relative L2 bound for `final_iter_50.caffemodel`.
+    model: f64,
 }
 
-/// The relative tolerance past the tight window. AdaGrad and AdaDelta
-/// (base_lr 1) scale each weight's step by its own gradient history, which
-/// amplifies rounding differences: their printed losses drift by up to a
-/// few percent in the last iterations (AdaDelta leaves 6-digit agreement
-/// only after iteration 20), while SGD-like rules stay within 1%.
-fn loose_rtol(case: &str) -> f64 {
-    if matches!(case, "adagrad" | "adadelta") {
-        0.03
-    } else {
-        0.01
+impl Tol {
+    /// The issue's bounds, except where Caffe's own float rounding is
+    /// larger. Evidence: a float64 re-computation of these LeNet runs
+    /// (same data, initial weights and update formulas in exact arithmetic)
+    /// shows
+    /// - AdaGrad: rcaffe prints the exact-arithmetic losses to all 6 digits
+    ///   through iteration 34 (26.5753662 → 26.5754 at iteration 2), while
+    ///   Caffe's OpenBLAS float rounding already shows at iteration 2
+    ///   (26.5756) and reaches 2.7e-5 by iteration 6; Caffe's final weights
+    ///   are 1.2e-2 from exact arithmetic (rcaffe's 2.3e-3).
+    /// - AdaDelta (base_lr 1): rcaffe and Caffe agree to every printed digit
+    ///   through iteration 14, then both drift from exact arithmetic (Caffe
+    ///   by up to 2.1% in the printed loss and 1.8e-2 in the final
+    ///   weights; rcaffe by 2.0% and 1.6e-2). Flipping single last bits
+    ///   of the initial weights moves rcaffe's own final weights by 1.6e-2.
+    fn of(case: &str) -> Tol {
+        match case {
+            "adagrad" => Tol {
+                first10: Some(3e-5),
+                rest: 0.01,
+                model: 2e-2,
+            },
+            "adadelta" => Tol {
+                first10: None,
+                rest: 0.03,
+                model: 3e-2,
+            },
+            _ => Tol {
+                first10: None,
+                rest: 0.01,
+                model: 1e-2,
+            },
+        }
     }
 }
 
@@ -149,13 +172,15 @@ fn check_losses(case: &str, got: &Parsed, want: &[Vec<String>], col: usize) {
     for ((it, loss), row) in got.losses.iter().zip(want) {
         assert_eq!(it.to_string(), row[0], "{case}: iteration order");
         let w: f64 = row[col].parse().unwrap();
-        if *it < tight_until(case) {
-            assert!(
-                six_digits(*loss, w),
-                "{case} iter {it}: loss {loss} vs Caffe {w}"
-            );
+        let tol = Tol::of(case);
+        if *it < 10 {
+            let ok = match tol.first10 {
+                None => six_digits(*loss, w),
+                Some(r) => (loss - w).abs() <= r * w.abs(),
+            };
+            assert!(ok, "{case} iter {it}: loss {loss} vs Caffe {w}");
         } else {
-            let rtol = loose_rtol(case);
+            let rtol = tol.rest;
             assert!(
                 (loss - w).abs() <= rtol * w.abs(),
                 "{case} iter {it}: loss {loss} vs Caffe {w} (rtol {rtol})"
@@ -255,11 +280,8 @@ fn trajectory(case: &str) {
         assert_eq!(got.clips.len(), 50, "{case}: one clipping line per update");
         for (k, ((norm, scale), row)) in got.clips.iter().zip(&want).enumerate().take(10) {
             let (wn, ws): (f64, f64) = (row[4].parse().unwrap(), row[5].parse().unwrap());
-            assert!(
-                six_digits(*norm, wn) || (norm - wn).abs() < 1e-4 * wn,
-                "{k}: {norm} vs {wn}"
-            );
-            assert!((scale - ws).abs() < 1e-4 * ws, "{k}: {scale} vs {ws}");
+            assert!((norm - wn).abs() <= 1e-5 * wn, "{k}: {norm} vs {wn}");
+            assert!((scale - ws).abs() <= 1e-5 * ws, "{k}: {scale} vs {ws}");
         }
     }
     if case == "lr_multistep" {
@@ -274,12 +296,7 @@ fn trajectory(case: &str) {
     }
     let model = src.join("final_iter_50.caffemodel");
     if model.exists() {
-        // The same drift as the losses (see `loose_rtol`).
-        let rel = if matches!(case, "adagrad" | "adadelta") {
-            3e-2
-        } else {
-            1e-2
-        };
+        let rel = Tol::of(case).model;
         let got = dir.path().join("final_iter_50.caffemodel");
         check_model(case, &got, &model, rel);
     }
@@ -309,7 +326,9 @@ fn check_state(case: &str, got: &Path, want: &Path) {
     let (r, max) = diff(&vals(&g), &vals(&w));
     eprintln!("{case}: history rel L2 {r:.2e}, max abs {max:.2e}");
     // The history is a velocity (a difference of recent weights), so the
-    // same drift that leaves the weights within ~3e-3 shows ~15% here.
+    // same drift that leaves the weights within ~3e-3 shows ~15% here:
+    // flipping single last bits of the initial weights moves rcaffe's own
+    // SGD history by 13% (weights by 3.5e-3) after 50 iterations.
     assert!(
         r <= 0.25,
         "{case}: history differs (rel L2 {r}, max abs {max})"
@@ -369,6 +388,26 @@ fn average_loss10() {
 #[test]
 fn lr_multistep() {
     trajectory("lr_multistep");
+}
+
+#[test]
+fn lr_step() {
+    trajectory("lr_step");
+}
+
+#[test]
+fn lr_exp() {
+    trajectory("lr_exp");
+}
+
+#[test]
+fn lr_poly() {
+    trajectory("lr_poly");
+}
+
+#[test]
+fn lr_sigmoid() {
+    trajectory("lr_sigmoid");
 }
 
 /// Resume from Caffe's own `snap_iter_25.solverstate` (and the model it

@@ -223,7 +223,6 @@ pub fn read_solver_state_hdf5(path: &Path) -> Result<SolverState> {
         learned_net: Some(learned.as_str().to_string()),
         history,
         current_step: Some(read_i32(&f, path, "current_step")?),
-        ..Default::default()
     })
 }
 
@@ -267,7 +266,6 @@ mod tests {
             learned_net: Some("snap_iter_25.caffemodel.h5".into()),
             history: vec![blob(vec![2, 3], 0.25), blob(vec![2], 2.0)],
             current_step: Some(3),
-            ..Default::default()
         };
         let p = dir.path().join("s.solverstate.h5");
         write_solver_state_hdf5(&p, &s).unwrap();

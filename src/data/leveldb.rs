@@ -127,7 +127,25 @@ impl LevelDbSource {
             None
         };
         let at = copy.as_ref().map_or(path, |t| t.path());
-        let db = DB::open(at, caffe_options(false)).map_err(|e| ldb_err(path, "open", e))?;
+        let (db, copy) = match DB::open(at, caffe_options(false)) {
+            Ok(db) => (db, copy),
+            // Another reader in this process (e.g. the TEST net over the
+            // TRAIN net's database) holds the lock: read a private copy.
+            Err(e) if e.code == rusty_leveldb::StatusCode::LockError && copy.is_none() => {
+                log::info(
+                    SITE_COPY,
+                    &format!(
+                        "{} is locked by another reader: reading it from a temporary copy",
+                        path.display()
+                    ),
+                );
+                let tmp = private_copy(path)?;
+                let db = DB::open(tmp.path(), caffe_options(false))
+                    .map_err(|e| ldb_err(path, "open", e))?;
+                (db, Some(tmp))
+            }
+            Err(e) => return Err(ldb_err(path, "open", e)),
+        };
         let mut s = LevelDbSource {
             db,
             path: path.to_path_buf(),
@@ -300,6 +318,18 @@ mod tests {
             "advancing past the last record wraps"
         );
         assert_eq!(src.key(), b"00000000");
+    }
+
+    #[test]
+    fn two_readers_of_one_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let mut w = LevelDbWriter::create(&path).unwrap();
+        w.put(b"a", b"1");
+        w.finish().unwrap();
+        let a = LevelDbSource::open(&path).unwrap();
+        let b = LevelDbSource::open(&path).unwrap();
+        assert_eq!((a.key(), b.key()), (&b"a"[..], &b"a"[..]));
     }
 
     #[test]

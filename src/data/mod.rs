@@ -1,10 +1,15 @@
-//! Data input: record databases (`source`, `lmdb`), Caffe's `Datum`
-//! (`datum`), the `DataTransformer` (`transform`), background batch
-//! preparation (`prefetch`) and conversion tools (`mnist`).
+//! Data input: record databases (`source`: LMDB in `lmdb`, LevelDB in
+//! `leveldb`, writers for both behind `DbWriter`), Caffe's `Datum`
+//! (`datum`), image files and OpenCV's bilinear resize (`image`,
+//! `resize`), the `DataTransformer` (`transform`), parallel decode +
+//! transform (`workers`), background batch preparation (`prefetch`),
+//! Caffe's random streams (`rng`), HDF5 files (`hdf5`, feature `hdf5`) and
+//! MNIST conversion (`mnist`). The image tools are in `crate::tools`.
 //!
 //! Flow: `RecordSource` (cursor, wrap-around) → `ShardedReader` (replica
-//! rank of world) → `decode_datum` → `DataTransformer` → `Prefetcher` →
-//! the Data layer's tops.
+//! rank of world) → random draws in record order → `ItemLoader` workers
+//! (`decode_datum` + `DataTransformer`) → `Prefetcher` → the Data layer's
+//! tops.
 pub mod datum;
 #[cfg(feature = "hdf5")]
 pub mod hdf5;

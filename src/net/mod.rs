@@ -3,4 +3,4 @@
 mod net;
 pub mod spec;
 
-pub use net::{Net, NetOptions, NetOutput};
+pub use net::{Net, NetOptions, NetOutput, NonFinite};

@@ -520,8 +520,8 @@ impl Net {
             let n = b.count();
             asum_data += be.asum(n, b.data.view());
             asum_diff += be.asum(n, b.diff.view());
-            sumsq_data += be.dot(n, b.data.view(), b.data.view());
-            sumsq_diff += be.dot(n, b.diff.view(), b.diff.view());
+            sumsq_data += be.sumsq(n, b.data.view());
+            sumsq_diff += be.sumsq(n, b.diff.view());
         }
         error(
             site::NET_BACKWARD_ALL,

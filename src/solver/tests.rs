@@ -412,6 +412,21 @@ fn non_finite_values_are_traced_to_their_layer() {
     );
 
     // A non-finite weight is named before the outputs it spoils.
+    // A non-finite gradient: the loss weight (kept in the loss top's diff)
+    // poisons the first backward step.
+    net.learnable_mut(0).set_data(&w0).unwrap();
+    net.forward().unwrap();
+    net.blob_by_name_mut("loss")
+        .unwrap()
+        .set_diff(&[f32::NAN])
+        .unwrap();
+    net.backward().unwrap();
+    let nf = net.find_non_finite().unwrap();
+    assert_eq!(
+        nf.to_string(),
+        "bottom blob 'z' diff (the gradient) of layer 'loss' (SoftmaxWithLoss)"
+    );
+
     let mut w = w0;
     w[4] = f32::NAN;
     net.learnable_mut(0).set_data(&w).unwrap();
@@ -430,7 +445,6 @@ fn a_diverging_run_stops_and_keeps_the_last_good_snapshot() {
         "base_lr: 1 lr_policy: \"exp\" gamma: 1e10 max_iter: 50 snapshot: 1",
     );
     let e = s.solve().unwrap_err().to_string();
-    eprintln!("MSG: {e}");
     assert!(e.starts_with("Training diverged at iteration "), "{e}");
     assert!(e.contains("of layer 'ip' (InnerProduct)"), "{e}");
     let (model, state) = s
@@ -471,4 +485,22 @@ fn a_diverging_run_stops_and_keeps_the_last_good_snapshot() {
     );
     assert!(state.exists());
     assert!(s.iter() >= newest);
+
+    // Without snapshots the next forward/backward meets the weights.
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = snapping_solver(
+        dir.path(),
+        "base_lr: 1 lr_policy: \"exp\" gamma: 1e10 max_iter: 50",
+    );
+    let e = s.solve().unwrap_err().to_string();
+    assert!(
+        e.starts_with("Training diverged at iteration 5: ")
+            && e.contains(
+                "; first non-finite value: param blob 0 data (the weights) of layer 'ip' \
+                 (InnerProduct), set by the update of iteration 4"
+            )
+            && e.contains("this run wrote no snapshot before"),
+        "{e}"
+    );
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }

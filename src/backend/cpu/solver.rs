@@ -371,6 +371,73 @@ mod tests {
         close(&g.read(1), &[0.001 * 0.2 / 0.004f32.sqrt()]);
     }
 
+    /// Inputs on which Caffe's rounding and the naive one differ.
+    fn samples() -> impl Iterator<Item = f32> {
+        let mut s = 0x2545_f491u32;
+        std::iter::from_fn(move || {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            Some((s >> 8) as f32 / (1u32 << 24) as f32 * 4.0 - 2.0)
+        })
+    }
+
+    #[test]
+    fn momentum_and_decay_round_like_openblas_axpy() {
+        let be = CpuBackend::new();
+        let (lr, mu, decay) = (0.01f32, 0.9f32, 0.0005f32);
+        let (mut fused, mut naive) = (0, 0);
+        let xs: Vec<f32> = samples().take(3 * 4096).collect();
+        for t in xs.chunks(3) {
+            let (g, h, w) = (t[0], t[1], t[2]);
+            let (mut gb, mut hb, mut wb) = bufs(&[g], &[h], &[w]);
+            be.regularize(1, Regularization::L2, decay, wb.view(), gb.view_mut());
+            let g2 = gb.read(1)[0];
+            assert_eq!(g2, decay.mul_add(w, g));
+            be.sgd_update(1, mu, lr, gb.view_mut(), hb.view_mut(), wb.view_mut());
+            let want = lr.mul_add(g2, mu * h);
+            assert_eq!(hb.read(1)[0], want);
+            assert_eq!(wb.read(1)[0], w - want);
+            fused += (g2 != g + decay * w) as usize;
+            naive += (want != mu * h + lr * g2) as usize;
+        }
+        // The test means something: single roundings differ from double ones.
+        assert!(fused > 0 && naive > 0, "{fused} {naive}");
+    }
+
+    #[test]
+    fn powx_is_libm_powf_not_sqrt() {
+        let pw = Powx::new();
+        let mut differ = None;
+        for x in samples().take(200_000).map(|v| v.abs() * 100.0) {
+            assert_eq!(pw.sqrt(x), x.powf(black_box(0.5)));
+            if pw.sqrt(x) != x.sqrt() {
+                differ = Some(x);
+            }
+        }
+        // AdaGrad takes Caffe's powf where it differs from sqrt.
+        let h0 = differ.expect("powf and sqrt differ somewhere") - 1.0;
+        let be = CpuBackend::new();
+        let (mut g, mut h, mut w) = bufs(&[1.0], &[h0], &[0.0]);
+        be.adagrad_update(1, 1e-8, 1.0, g.view_mut(), h.view_mut(), w.view_mut());
+        let hv = h.read(1)[0];
+        assert_eq!(g.read(1)[0], 1.0 / (hv.powf(black_box(0.5)) + 1e-8));
+        assert_ne!(g.read(1)[0], 1.0 / (hv.sqrt() + 1e-8));
+    }
+
+    #[test]
+    fn sumsq_is_close_to_exact() {
+        let be = CpuBackend::new();
+        let n = PAR_MIN * 3 + 5;
+        let x: Vec<f32> = samples().take(n).collect();
+        let exact: f64 = x.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
+        let got = be.sumsq(n, Buffer::from_vec(x.clone()).view());
+        assert_eq!(got, exact as f32);
+        // A float running sum is visibly off at this size.
+        let naive: f32 = x.iter().map(|v| v * v).sum();
+        assert!((f64::from(naive) - exact).abs() > (f64::from(got) - exact).abs());
+    }
+
     #[test]
     fn parallel_path_matches_serial() {
         let be = CpuBackend::new();
@@ -382,7 +449,7 @@ mod tests {
         be.sgd_update(n, 0.9, 0.01, g.view_mut(), h.view_mut(), w.view_mut());
         let hv = h.read(n);
         for i in [0, 1, CHUNK, PAR_MIN, n - 1] {
-            let want = 0.9 * 0.25 + 0.01 * g0[i];
+            let want = 0.01f32.mul_add(g0[i], 0.9 * 0.25);
             assert_eq!(hv[i], want);
             assert_eq!(w.read(n)[i], 1.0 - want);
         }

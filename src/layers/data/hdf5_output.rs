@@ -49,7 +49,7 @@ impl HDF5OutputLayer {
         let ds = if self.rows == 0 {
             f.new_dataset::<f32>()
                 .chunk([dims[0].max(1), dims[1], dims[2], dims[3]])
-                .shape([0.., dims[1]..=dims[1], dims[2]..=dims[2], dims[3]..=dims[3]])
+                .shape((0.., dims[1], dims[2], dims[3]))
                 .create(name)
                 .map_err(|e| err("creating dataset", e))?
         } else {
