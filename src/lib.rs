@@ -10,6 +10,7 @@ pub mod fillers;
 pub mod layers;
 pub mod log;
 pub mod net;
+pub mod parallel;
 pub mod proto;
 pub mod solver;
 pub mod tensor;

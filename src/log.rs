@@ -112,6 +112,17 @@ type Sink = Box<dyn Write + Send>;
 /// Where lines go: stderr unless redirected (tests, embedding programs).
 static SINK: Mutex<Option<Sink>> = Mutex::new(None);
 
+thread_local! {
+    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Drop INFO lines logged by the calling thread (warnings and errors still
+/// print): the worker replicas of data-parallel training, as Caffe's
+/// `LOG_IF(INFO, Caffe::root_solver())` keeps them quiet.
+pub fn set_thread_quiet(quiet: bool) {
+    QUIET.with(|q| q.set(quiet));
+}
+
 /// Send every following line to `w` instead of stderr (`None`: back to
 /// stderr). Returns the previous sink.
 pub fn set_sink(w: Option<Sink>) -> Option<Sink> {
@@ -151,6 +162,9 @@ pub fn prefix(sev: Severity, site: &str, t: &DateTime<Local>, tid: u32) -> Strin
 /// Write one message (which may span several lines, as Caffe's proto
 /// dumps do: continuation lines carry no prefix).
 pub fn log(sev: Severity, site: &str, msg: &str) {
+    if sev == Severity::Info && QUIET.with(|q| q.get()) {
+        return;
+    }
     let mut line = prefix(sev, site, &Local::now(), thread_id());
     line.push_str(msg);
     // glog ends a line only if the message does not (proto dumps do).

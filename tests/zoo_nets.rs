@@ -27,10 +27,9 @@
 //! files that PARSE_CHECK marks FAIL (Caffe forks' fields) must fail to
 //! parse at the same line:col as protobuf's parser, and with the fork's
 //! fields stripped, Faster R-CNN stops at its Python layers and SSD at its
-//! first fork type with the unknown-type error. Nets that use a type in
-//! [`KNOWN_MISSING`] must fail with the unknown-type error naming it: when
-//! that layer lands, remove its type from the constant and those nets must
-//! pass.
+//! first fork type with the unknown-type error. Every BVLC layer type is
+//! registered, so every other net must build and run (FCN's deploy net with
+//! its Deconvolution layers included).
 //!
 //! Run with `-- --nocapture` to see one table row per net and phase
 //! (net | phase | result | build ms | run ms).
@@ -40,7 +39,6 @@ use std::time::Instant;
 
 use rcaffe::backend::cpu::CpuBackend;
 use rcaffe::backend::Backend;
-use rcaffe::layers::layer_types;
 use rcaffe::net::spec::is_loss_layer;
 use rcaffe::net::{Net, NetOptions};
 use rcaffe::proto::caffe::{NetParameter, Phase};
@@ -48,11 +46,6 @@ use rcaffe::proto::text::parse_net_text;
 use rcaffe::proto::upgrade::{load_net_text, load_solver, upgrade_net_as_needed};
 use rcaffe::testing::zoo::{shrink_batch, swap_data_layers_with, DataShapeHints};
 use rcaffe::Error;
-
-/// BVLC layer types rcaffe does not register yet. A zoo net using one must
-/// fail with the unknown-type error naming it; remove a type once its layer
-/// is registered, and the nets using it become must-pass.
-const KNOWN_MISSING: &[&str] = &["Deconvolution", "Im2col", "SPP"];
 
 fn zoo_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/zoo")
@@ -291,12 +284,6 @@ fn check_runs(file: &str, param: &NetParameter, run: Run) {
         p.force_backward = Some(true);
     }
     let inputs = input_tops(&p);
-    let missing: Vec<(&str, &str)> = p
-        .layer
-        .iter()
-        .filter(|l| KNOWN_MISSING.contains(&l.r#type()))
-        .map(|l| (l.name(), l.r#type()))
-        .collect();
     let mut ran = false;
     for (label, opts) in phases(run.test_states) {
         let phase = opts.phase;
@@ -305,25 +292,6 @@ fn check_runs(file: &str, param: &NetParameter, run: Run) {
         let build_ms = t0.elapsed().as_millis();
         let expected_failure = run.fails_in.filter(|(ph, _)| *ph == phase);
         match (built, expected_failure) {
-            (Err(e), _) if !missing.is_empty() => {
-                let e = e.to_string();
-                assert!(
-                    missing.iter().any(|(name, ty)| e.contains(&format!(
-                        "layer '{name}' has unknown type '{ty}'; known types: "
-                    ))),
-                    "{file} ({label}): expected the unknown-type error for one of {missing:?}, got: {e}"
-                );
-                row(
-                    file,
-                    &label,
-                    &format!("known-missing: {e:.60}…"),
-                    build_ms,
-                    None,
-                );
-            }
-            (Ok(_), _) if !missing.is_empty() => {
-                panic!("{file} ({label}) built although it uses {missing:?} from KNOWN_MISSING")
-            }
             (Err(e), Some((_, want))) => {
                 let e = e.to_string();
                 assert!(
@@ -362,7 +330,7 @@ fn check_runs(file: &str, param: &NetParameter, run: Run) {
             }
         }
     }
-    assert!(ran || !missing.is_empty(), "{file}: ran in no phase");
+    assert!(ran, "{file}: ran in no phase");
 }
 
 fn check_python(file: &str, param: &NetParameter, stages: &[&str]) {
@@ -746,17 +714,5 @@ fn faster_rcnn_names_python_layers() {
             &["roi_pooling_param", "smooth_l1_loss_param", "scale_train"],
         );
         check_python(&format!("{file} (fork fields stripped)"), &p, &[]);
-    }
-}
-
-/// The constant must stay honest: a registered type is not missing.
-#[test]
-fn known_missing_types_are_not_registered() {
-    let known = layer_types();
-    for ty in KNOWN_MISSING {
-        assert!(
-            !known.contains(ty),
-            "{ty} is registered now: remove it from KNOWN_MISSING so the nets using it must pass"
-        );
     }
 }

@@ -1,57 +1,137 @@
 //! Device memory for f32 values. A `Buffer` knows where it lives, so a blob
 //! can grow without being told which backend owns it. Only backends look
-//! inside (`host`/`host_mut`); layers pass buffers to backend operations.
+//! inside (`host`/`host_mut`, `device`/`device_mut`); layers pass buffers to
+//! backend operations.
+use std::any::Any;
 
 /// Where a buffer's memory lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
     Host,
+    /// On a GPU (its ordinal).
+    Device(usize),
 }
 
-#[derive(Debug, Clone, Default)]
+/// Memory owned by a device backend (the CUDA backend's `CudaStorage`).
+/// `Buffer` routes its size, growth and transfers here; the backend
+/// downcasts through `as_any` to reach its own type.
+pub trait DeviceStorage: std::fmt::Debug + Send + Sync {
+    fn ordinal(&self) -> usize;
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Grow to at least `n` values, new ones zero, keeping the old ones.
+    fn grow(&mut self, n: usize);
+    /// Download the first `n` values.
+    fn read(&self, n: usize) -> Vec<f32>;
+    /// Upload `src` to the first `src.len()` values (grown first).
+    fn write(&mut self, src: &[f32]);
+    /// A device-side copy.
+    fn clone_storage(&self) -> Box<dyn DeviceStorage>;
+    fn as_any(&self) -> &dyn Any;
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+}
+
+#[derive(Debug, Default)]
 pub struct Buffer {
     host: Vec<f32>,
+    /// Set for device memory (`host` is then empty and unused).
+    device: Option<Box<dyn DeviceStorage>>,
+}
+
+impl Clone for Buffer {
+    fn clone(&self) -> Self {
+        Buffer {
+            host: self.host.clone(),
+            device: self.device.as_ref().map(|d| d.clone_storage()),
+        }
+    }
 }
 
 impl Buffer {
     /// A zero-filled host buffer (backends allocate through `Backend::alloc`).
     pub fn host_zeros(n: usize) -> Self {
-        Buffer { host: vec![0.0; n] }
+        Buffer::from_vec(vec![0.0; n])
     }
     pub fn from_vec(v: Vec<f32>) -> Self {
-        Buffer { host: v }
+        Buffer {
+            host: v,
+            device: None,
+        }
+    }
+    /// A buffer in device memory (device backends' `alloc`).
+    pub fn from_device(storage: Box<dyn DeviceStorage>) -> Self {
+        Buffer {
+            host: Vec::new(),
+            device: Some(storage),
+        }
     }
     pub fn location(&self) -> Location {
-        Location::Host
+        match &self.device {
+            Some(d) => Location::Device(d.ordinal()),
+            None => Location::Host,
+        }
     }
     pub fn len(&self) -> usize {
-        self.host.len()
+        match &self.device {
+            Some(d) => d.len(),
+            None => self.host.len(),
+        }
     }
     pub fn is_empty(&self) -> bool {
-        self.host.is_empty()
+        self.len() == 0
     }
     /// Grow to at least `n` values (new values are zero); never shrinks,
     /// like Caffe's capacity rule, so reshapes within capacity are free.
     pub fn ensure_len(&mut self, n: usize) {
-        if n > self.host.len() {
-            self.host.resize(n, 0.0);
+        match &mut self.device {
+            Some(d) => {
+                if n > d.len() {
+                    d.grow(n);
+                }
+            }
+            None => {
+                if n > self.host.len() {
+                    self.host.resize(n, 0.0);
+                }
+            }
         }
     }
     /// Copy the first `n` values to the host (a download on a device).
     pub fn read(&self, n: usize) -> Vec<f32> {
-        self.host[..n].to_vec()
+        match &self.device {
+            Some(d) => d.read(n),
+            None => self.host[..n].to_vec(),
+        }
     }
     /// Overwrite the first `src.len()` values (an upload on a device).
     pub fn write(&mut self, src: &[f32]) {
         self.ensure_len(src.len());
-        self.host[..src.len()].copy_from_slice(src);
+        match &mut self.device {
+            Some(d) => d.write(src),
+            None => self.host[..src.len()].copy_from_slice(src),
+        }
     }
     /// Host view; `None` when the memory is on a device.
     pub fn host(&self) -> Option<&[f32]> {
-        Some(&self.host)
+        match self.device {
+            Some(_) => None,
+            None => Some(&self.host),
+        }
     }
     pub fn host_mut(&mut self) -> Option<&mut [f32]> {
-        Some(&mut self.host)
+        match self.device {
+            Some(_) => None,
+            None => Some(&mut self.host),
+        }
+    }
+    /// The device memory; `None` for host buffers.
+    pub fn device(&self) -> Option<&dyn DeviceStorage> {
+        self.device.as_deref()
+    }
+    pub fn device_mut(&mut self) -> Option<&mut (dyn DeviceStorage + 'static)> {
+        self.device.as_deref_mut()
     }
     /// A read view starting at `off`.
     pub fn at(&self, off: usize) -> View<'_> {

@@ -1,7 +1,7 @@
 //! The operations every layer and solver is written against. A backend is a
 //! set of kernels; layers never contain device code (no `cfg`, no host loops
 //! over device memory). The CPU backend implements everything; the CUDA
-//! backend (later) overrides the same traits.
+//! backend (`cuda/`, feature `cuda`) overrides the same traits.
 //!
 //! Families of operations live in one trait each, so a kernel family is one
 //! file here plus one file per backend:
@@ -14,6 +14,8 @@
 pub mod buffer;
 pub mod conv;
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod eltwise;
 pub mod lrn;
 pub mod norm;

@@ -54,10 +54,8 @@ pub fn run(a: &TestArgs) -> anyhow::Result<ExitCode> {
     opts.level = a.level;
     opts.stages = stages_from_flag(&a.stage);
     let mut net = Net::new(&param, &opts, be)?;
-    let weights = upgrade::load_net_binary(Path::new(&a.weights))?;
-    for ignored in net.copy_trained_layers_from(&weights)? {
-        info("net.cpp:1080", &format!("Ignoring source layer {ignored}"));
-    }
+    // Caffe's CopyTrainedLayersFrom: a binary proto, or HDF5 for `.h5`.
+    rcaffe::solver::snapshot::load_weights_file(&mut net, Path::new(&a.weights))?;
     info(
         site::CAFFE_TEST_RUNNING,
         &format!("Running for {} iterations.", a.iterations),

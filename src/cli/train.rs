@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use clap::Args;
 use rcaffe::log::{info, site, warn};
+use rcaffe::parallel::{train_replicas, CpuGroup, ReplicaConfig};
 use rcaffe::proto::caffe::solver_parameter::SolverMode;
 use rcaffe::proto::caffe::NetState;
 use rcaffe::proto::upgrade;
@@ -45,6 +46,12 @@ pub struct TrainArgs {
     /// Accepted for Caffe compatibility; training runs to the solver's max_iter
     #[arg(long, hide = true)]
     pub iterations: Option<i32>,
+    /// Data-parallel training on N CPU replicas (threads), as `--gpu all` does on
+    /// GPUs: each replica reads every N-th training record, gradients are averaged
+    /// every iteration (effective batch = batch × iter_size × N, lr unchanged);
+    /// rank 0 tests, displays and snapshots
+    #[arg(long = "cpu_replicas", default_value_t = 1)]
+    pub cpu_replicas: usize,
 }
 
 /// Caffe's `SignalHandler`: each signal sets a flag the solver polls;
@@ -89,6 +96,9 @@ pub fn run(a: &TrainArgs) -> anyhow::Result<ExitCode> {
     }
     let sigint = SolverAction::parse(&a.sigint_effect)?;
     let sighup = SolverAction::parse(&a.sighup_effect)?;
+    if a.cpu_replicas == 0 {
+        bail!("--cpu_replicas must be at least 1");
+    }
 
     // The device first: a --gpu request fails before any file is read.
     let be = backend_for(&a.gpu)?;
@@ -115,6 +125,9 @@ pub fn run(a: &TrainArgs) -> anyhow::Result<ExitCode> {
     }
 
     let action = install_signal_handler(sigint, sighup)?;
+    if a.cpu_replicas > 1 {
+        return train_on_replicas(a, param, be, action);
+    }
     let mut solver = Solver::new(param, be)?;
     solver.set_action_fn(action);
     if !a.snapshot.is_empty() {
@@ -126,6 +139,25 @@ pub fn run(a: &TrainArgs) -> anyhow::Result<ExitCode> {
     }
     info(site::CAFFE_STARTING, "Starting Optimization");
     solver.solve()?;
+    info(site::CAFFE_DONE, "Optimization Done.");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--cpu_replicas N` (N > 1): the same training on N synchronised CPU
+/// replicas (`rcaffe::parallel`); rank 0 runs on this thread and gets the
+/// signal handler.
+fn train_on_replicas(
+    a: &TrainArgs,
+    param: rcaffe::proto::caffe::SolverParameter,
+    be: Arc<dyn rcaffe::backend::Backend>,
+    action: rcaffe::solver::ActionFn,
+) -> anyhow::Result<ExitCode> {
+    let group = CpuGroup::new(a.cpu_replicas)?;
+    let resume = (!a.snapshot.is_empty()).then(|| a.snapshot.clone().into());
+    let cfg = ReplicaConfig { param, resume };
+    // The runner logs "Resuming from" and "Starting Optimization" where
+    // Caffe does: after rank 0's solver is built.
+    train_replicas(&group, &cfg, &|_| Ok(be.clone()), Some(action))?;
     info(site::CAFFE_DONE, "Optimization Done.");
     Ok(ExitCode::SUCCESS)
 }

@@ -7,9 +7,11 @@
 //! - `snapshot_format: HDF5` weights (`Net::ToHDF5`): groups `data` (and
 //!   `diff`) holding one group per layer, in it datasets `0`, `1`, … per
 //!   learnable blob;
+//!   Only parameters that own their storage are saved; a layer sharing a
+//!   parameter (by `ParamSpec` name) has no dataset for it, as in Caffe;
 //! - solver states (`SnapshotSolverStateToHDF5`): `iter`, `current_step`
-//!   (1-element int datasets), `learned_net` (a fixed-length string) and a
-//!   group `history` of datasets `0`, `1`, ….
+//!   (scalar int datasets, `H5LTmake_dataset_int` of rank 0), `learned_net`
+//!   (a fixed-length string) and a group `history` of datasets `0`, `1`, ….
 use std::path::Path;
 
 use hdf5::types::FixedAscii;
@@ -58,16 +60,18 @@ fn write_f32(g: &hdf5::Group, path: &Path, name: &str, shape: &[usize], v: &[f32
         .map_err(|e| h5_err(path, &format!("writing dataset '{name}'"), e))
 }
 
+/// A scalar int dataset (Caffe's `hdf5_save_int`).
 fn write_i32(g: &hdf5::Group, path: &Path, name: &str, v: i32) -> Result<()> {
     let ds = g
         .new_dataset::<i32>()
-        .shape([1])
+        .shape(())
         .create(name)
         .map_err(|e| h5_err(path, &format!("creating dataset '{name}'"), e))?;
-    ds.write_raw(&[v])
+    ds.write_scalar(&v)
         .map_err(|e| h5_err(path, &format!("writing dataset '{name}'"), e))
 }
 
+/// An int dataset's (first) value: scalar as Caffe writes, or 1-element.
 fn read_i32(g: &hdf5::Group, path: &Path, name: &str) -> Result<i32> {
     let v = g
         .dataset(name)
@@ -95,8 +99,12 @@ fn blob_from(shape: Vec<usize>, data: Vec<f32>) -> BlobProto {
 }
 
 /// Write a net's learnable blobs (`NetParameter` as `Net::to_proto` gives
-/// it) in Caffe's `.caffemodel.h5` layout; with `diff`, also their diffs.
+/// it) in Caffe's `.caffemodel.h5` layout (`Net::ToHDF5`): every layer gets
+/// a group; a parameter whose `ParamSpec` name an earlier layer already
+/// used is that layer's, and only its owner saves its values. With `diff`,
+/// the diffs too, of every parameter.
 pub fn write_net_hdf5(path: &Path, net: &NetParameter, diff: bool) -> Result<()> {
+    let mut owned_names = std::collections::HashSet::new();
     let f = create(path)?;
     let data = f
         .create_group("data")
@@ -123,7 +131,10 @@ pub fn write_net_hdf5(path: &Path, net: &NetParameter, diff: bool) -> Result<()>
         };
         for (i, b) in l.blobs.iter().enumerate() {
             let dims = proto_dims(b)?;
-            write_f32(&g, path, &i.to_string(), &dims, &b.data)?;
+            let pname = l.param.get(i).map_or("", |p| p.name());
+            if pname.is_empty() || owned_names.insert(pname.to_string()) {
+                write_f32(&g, path, &i.to_string(), &dims, &b.data)?;
+            }
             if let Some(gd) = &gd {
                 write_f32(gd, path, &i.to_string(), &dims, &b.diff)?;
             }
@@ -132,9 +143,20 @@ pub fn write_net_hdf5(path: &Path, net: &NetParameter, diff: bool) -> Result<()>
     Ok(())
 }
 
-/// Read a `.caffemodel.h5` into a `NetParameter` of named layers with
-/// their blobs (for `Net::copy_trained_layers_from`).
-pub fn read_net_hdf5(path: &Path) -> Result<NetParameter> {
+/// One layer group of a `.caffemodel.h5`: dataset `i` of the group is
+/// `blobs[i]`; `None` where the file has no dataset `i` (a shared
+/// parameter its owner saved).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hdf5Layer {
+    pub name: String,
+    pub blobs: Vec<Option<BlobProto>>,
+    /// How many links the group holds (Caffe checks it against the net).
+    pub num_links: usize,
+}
+
+/// Read every layer group of a `.caffemodel.h5` (Caffe's layout, in the
+/// file's link order).
+pub fn read_net_hdf5_layers(path: &Path) -> Result<Vec<Hdf5Layer>> {
     let f = open(path)?;
     let data = f
         .group("data")
@@ -142,15 +164,20 @@ pub fn read_net_hdf5(path: &Path) -> Result<NetParameter> {
     let names = data
         .member_names()
         .map_err(|e| h5_err(path, "listing layers", e))?;
-    let mut net = NetParameter::default();
+    let mut out = Vec::with_capacity(names.len());
     for name in names {
         let g = data
             .group(&name)
             .map_err(|e| h5_err(path, &format!("opening group 'data/{name}'"), e))?;
+        let members = g
+            .member_names()
+            .map_err(|e| h5_err(path, &format!("listing 'data/{name}'"), e))?;
+        let last = members.iter().filter_map(|m| m.parse::<usize>().ok()).max();
         let mut blobs = Vec::new();
-        for i in 0.. {
+        for i in last.map_or(0..0, |l| 0..l + 1) {
             if !g.link_exists(&i.to_string()) {
-                break;
+                blobs.push(None);
+                continue;
             }
             let ds = g
                 .dataset(&i.to_string())
@@ -158,11 +185,25 @@ pub fn read_net_hdf5(path: &Path) -> Result<NetParameter> {
             let v = ds
                 .read_raw::<f32>()
                 .map_err(|e| h5_err(path, &format!("reading 'data/{name}/{i}'"), e))?;
-            blobs.push(blob_from(ds.shape(), v));
+            blobs.push(Some(blob_from(ds.shape(), v)));
         }
-        net.layer.push(LayerParameter {
-            name: Some(name),
+        out.push(Hdf5Layer {
+            name,
             blobs,
+            num_links: members.len(),
+        });
+    }
+    Ok(out)
+}
+
+/// Read a `.caffemodel.h5` into a `NetParameter` of named layers with
+/// their blobs, up to the first one the file does not hold.
+pub fn read_net_hdf5(path: &Path) -> Result<NetParameter> {
+    let mut net = NetParameter::default();
+    for l in read_net_hdf5_layers(path)? {
+        net.layer.push(LayerParameter {
+            name: Some(l.name),
+            blobs: l.blobs.into_iter().map_while(|b| b).collect(),
             ..Default::default()
         });
     }
@@ -171,6 +212,14 @@ pub fn read_net_hdf5(path: &Path) -> Result<NetParameter> {
 
 /// Write a solver state in Caffe's `.solverstate.h5` layout.
 pub fn write_solver_state_hdf5(path: &Path, s: &SolverState) -> Result<()> {
+    if s.learned_net().len() >= MAX_STRING {
+        return Err(Error::Data(format!(
+            "{}: learned_net '{}' is longer than the {} characters a solver state holds",
+            path.display(),
+            s.learned_net(),
+            MAX_STRING - 1
+        )));
+    }
     let f = create(path)?;
     write_i32(&f, path, "iter", s.iter())?;
     let learned =
@@ -195,13 +244,19 @@ pub fn write_solver_state_hdf5(path: &Path, s: &SolverState) -> Result<()> {
     Ok(())
 }
 
-/// Read a `.solverstate.h5` (Caffe's or ours).
+/// Read a `.solverstate.h5` (Caffe's or ours); `learned_net` is optional,
+/// as in Caffe's `RestoreSolverStateFromHDF5`.
 pub fn read_solver_state_hdf5(path: &Path) -> Result<SolverState> {
     let f = open(path)?;
-    let learned: FixedAscii<MAX_STRING> = f
-        .dataset("learned_net")
-        .and_then(|d| d.read_scalar())
-        .map_err(|e| h5_err(path, "reading 'learned_net'", e))?;
+    let learned = if f.link_exists("learned_net") {
+        let s: FixedAscii<MAX_STRING> = f
+            .dataset("learned_net")
+            .and_then(|d| d.read_scalar())
+            .map_err(|e| h5_err(path, "reading 'learned_net'", e))?;
+        Some(s.as_str().to_string())
+    } else {
+        None
+    };
     let h = f
         .group("history")
         .map_err(|e| h5_err(path, "opening group 'history'", e))?;
@@ -220,7 +275,7 @@ pub fn read_solver_state_hdf5(path: &Path) -> Result<SolverState> {
     }
     Ok(SolverState {
         iter: Some(read_i32(&f, path, "iter")?),
-        learned_net: Some(learned.as_str().to_string()),
+        learned_net: learned,
         history,
         current_step: Some(read_i32(&f, path, "current_step")?),
     })
@@ -261,6 +316,38 @@ mod tests {
             .iter()
             .any(|l| l.name() == "data" && l.blobs.is_empty()));
 
+        // A shared parameter (ParamSpec name "w" again) is saved by its
+        // owner only; the sharer's group has no dataset for it.
+        let spec = |n: &str| crate::proto::caffe::ParamSpec {
+            name: Some(n.into()),
+            ..Default::default()
+        };
+        let shared = NetParameter {
+            layer: vec![
+                LayerParameter {
+                    name: Some("a".into()),
+                    param: vec![spec("w")],
+                    blobs: vec![blob(vec![2], 1.0)],
+                    ..Default::default()
+                },
+                LayerParameter {
+                    name: Some("b".into()),
+                    param: vec![spec("w"), spec("")],
+                    blobs: vec![blob(vec![2], 1.0), blob(vec![3], 2.0)],
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        let p = dir.path().join("shared.caffemodel.h5");
+        write_net_hdf5(&p, &shared, false).unwrap();
+        let layers = read_net_hdf5_layers(&p).unwrap();
+        let b = layers.iter().find(|l| l.name == "b").unwrap();
+        assert_eq!(b.blobs, vec![None, Some(blob(vec![3], 2.0))]);
+        assert_eq!(b.num_links, 1);
+        let f = hdf5::File::open(&p).unwrap();
+        assert!(f.link_exists("data/a/0") && !f.link_exists("data/b/0"));
+
         let s = SolverState {
             iter: Some(25),
             learned_net: Some("snap_iter_25.caffemodel.h5".into()),
@@ -270,6 +357,10 @@ mod tests {
         let p = dir.path().join("s.solverstate.h5");
         write_solver_state_hdf5(&p, &s).unwrap();
         assert_eq!(read_solver_state_hdf5(&p).unwrap(), s);
+        // Caffe's hdf5_save_int writes rank-0 datasets.
+        let f = hdf5::File::open(&p).unwrap();
+        assert_eq!(f.dataset("iter").unwrap().ndim(), 0);
+        assert_eq!(f.dataset("iter").unwrap().read_scalar::<i32>().unwrap(), 25);
         let e = read_solver_state_hdf5(&dir.path().join("none.h5")).unwrap_err();
         assert!(e.to_string().contains("none.h5"), "{e}");
     }

@@ -76,6 +76,13 @@ impl LmdbSource {
 
     /// Append the next chunk: from the first record, or after `last_key`.
     fn load(&mut self, after_last: bool) -> Result<()> {
+        let start = after_last.then(|| (self.last_key.clone(), true));
+        self.load_chunk(start)
+    }
+
+    /// Append a chunk: from the first record, or from a key (excluded when
+    /// the flag says so).
+    fn load_chunk(&mut self, start: Option<(Vec<u8>, bool)>) -> Result<()> {
         let path = &self.path;
         let txn = self
             .env
@@ -84,15 +91,14 @@ impl LmdbSource {
         let mut cur = txn
             .open_ro_cursor(self.db)
             .map_err(|e| lmdb_err(path, "cursor", e))?;
-        let iter = if after_last {
-            cur.iter_from(&self.last_key)
-        } else {
-            cur.iter_start()
+        let iter = match &start {
+            Some((key, _)) => cur.iter_from(key),
+            None => cur.iter_start(),
         };
         let (mut n, mut bytes) = (0, 0);
         for item in iter {
             let (k, v) = item.map_err(|e| lmdb_err(path, "read", e))?;
-            if after_last && k == self.last_key.as_slice() {
+            if matches!(&start, Some((key, true)) if k == key.as_slice()) {
                 continue;
             }
             self.buf.push_back((k.to_vec(), v.to_vec()));
@@ -136,6 +142,24 @@ impl RecordSource for LmdbSource {
             )));
         }
         Ok(true)
+    }
+    /// A direct B-tree lookup instead of the default scan.
+    fn seek(&mut self, key: &[u8]) -> Result<bool> {
+        self.buf.clear();
+        self.load_chunk(Some((key.to_vec(), false)))?;
+        if self.buf.front().is_some_and(|(k, _)| k.as_slice() == key) {
+            return Ok(true);
+        }
+        // Not there: back on the first record, so the cursor stays valid.
+        self.buf.clear();
+        self.load(false)?;
+        if self.buf.is_empty() {
+            return Err(Error::Data(format!(
+                "{}: the LMDB database became empty while reading",
+                self.path.display()
+            )));
+        }
+        Ok(false)
     }
 }
 

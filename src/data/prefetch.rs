@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, RecvError};
 
+use super::position::StreamPos;
 use crate::error::{Error, Result};
 
 /// One prepared batch on the host.
@@ -22,6 +23,10 @@ pub struct Batch {
     pub labels: Option<Vec<f32>>,
     /// Times the source went back to its first record while loading it.
     pub restarts: u64,
+    /// Where the loader stood after making this batch, i.e. where the
+    /// batch after it comes from (see `position`); `None` for loaders that
+    /// do not track it.
+    pub pos: Option<StreamPos>,
 }
 
 /// Batches handed out and the time consumers spent blocked waiting for
@@ -50,6 +55,8 @@ pub struct Prefetcher {
     handle: Option<JoinHandle<()>>,
     /// The error that stopped the thread, repeated on later calls.
     failed: Option<String>,
+    /// This prefetcher's share of [`wait_stats`].
+    stats: WaitStats,
 }
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
@@ -89,7 +96,17 @@ impl Prefetcher {
             rx: Some(rx),
             handle: Some(handle),
             failed: None,
+            stats: WaitStats {
+                batches: 0,
+                waited: Duration::ZERO,
+            },
         })
+    }
+
+    /// Batches handed out by this prefetcher and the time spent waiting
+    /// for them.
+    pub fn stats(&self) -> WaitStats {
+        self.stats
     }
 
     /// The next batch, waiting for it if needed; the thread's error if it
@@ -103,10 +120,13 @@ impl Prefetcher {
         let rx = self.rx.as_ref().expect("receiver lives until drop");
         let t = Instant::now();
         let got = rx.recv();
-        WAITED_NS.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        let waited = t.elapsed();
+        WAITED_NS.fetch_add(waited.as_nanos() as u64, Ordering::Relaxed);
+        self.stats.waited += waited;
         match got {
             Ok(Ok(b)) => {
                 BATCHES.fetch_add(1, Ordering::Relaxed);
+                self.stats.batches += 1;
                 Ok(b)
             }
             Ok(Err(e)) => {
@@ -151,6 +171,7 @@ mod tests {
             data: vec![i as f32],
             labels: None,
             restarts: 0,
+            pos: None,
         }
     }
 
@@ -165,6 +186,7 @@ mod tests {
             assert_eq!(p.next_batch().unwrap().data, vec![i as f32]);
         }
         assert!(wait_stats().batches >= before.batches + 5);
+        assert_eq!(p.stats().batches, 5);
         std::thread::sleep(std::time::Duration::from_millis(50));
         // 5 taken, 2 queued, 1 blocked in send.
         assert!(made.load(Ordering::SeqCst) <= 8);

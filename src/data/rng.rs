@@ -6,7 +6,7 @@ const N: usize = 624;
 const M: usize = 397;
 
 /// The 32-bit Mersenne Twister MT19937.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Mt19937 {
     mt: [u32; N],
     idx: usize,
@@ -48,6 +48,19 @@ impl Mt19937 {
         y ^ (y >> 18)
     }
 
+    /// The generator's state (the 624 words and the position in them), to
+    /// continue the stream in another process (rcaffe's data positions).
+    pub fn state(&self) -> (&[u32], usize) {
+        (&self.mt, self.idx)
+    }
+
+    /// A generator continuing from a [`state`](Self::state); `None` when the
+    /// words or the position are not a state this generator can be in.
+    pub fn from_state(words: &[u32], idx: usize) -> Option<Self> {
+        let mt: [u32; N] = words.try_into().ok()?;
+        (idx <= N).then_some(Mt19937 { mt, idx })
+    }
+
     /// Caffe's `DataTransformer::Rand(n)`: one draw modulo `n` (n > 0).
     pub fn rand(&mut self, n: u32) -> u32 {
         self.next_u32() % n
@@ -74,6 +87,12 @@ impl Mt19937 {
     }
 }
 
+impl std::fmt::Debug for Mt19937 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Mt19937 {{ idx: {}, .. }}", self.idx)
+    }
+}
+
 /// Caffe's `shuffle(begin, end, gen)` (`caffe/util/rng.hpp`): from the last
 /// element down, swap element `i` with one drawn uniformly from `0..=i`.
 pub fn caffe_shuffle<T>(v: &mut [T], g: &mut Mt19937) {
@@ -86,7 +105,7 @@ pub fn caffe_shuffle<T>(v: &mut [T], g: &mut Mt19937) {
 /// glibc's `rand()` (the TYPE_3 additive feedback generator), which
 /// `std::random_shuffle` uses: Caffe's HDF5Data shuffles with it, never
 /// seeded, i.e. from glibc's default seed 1.
-#[derive(Clone)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GlibcRand {
     r: [u32; 34],
     i: usize,
@@ -123,6 +142,18 @@ impl GlibcRand {
         self.r[self.i] = v;
         self.i = (self.i + 1) % 34;
         v
+    }
+
+    /// The generator's state (its ring of 34 words and the position), to
+    /// continue the stream in another process.
+    pub fn state(&self) -> (&[u32], usize) {
+        (&self.r, self.i)
+    }
+
+    /// A generator continuing from a [`state`](Self::state).
+    pub fn from_state(words: &[u32], i: usize) -> Option<Self> {
+        let r: [u32; 34] = words.try_into().ok()?;
+        (i < 34).then_some(GlibcRand { r, i })
     }
 
     /// The next `rand()` value, in `0..=RAND_MAX` (2^31 - 1).
@@ -167,6 +198,31 @@ mod tests {
         assert_eq!(v, 4_123_659_995);
         let mut g = Mt19937::new(5489);
         assert_eq!(g.next_u32(), 3_499_211_612);
+    }
+
+    #[test]
+    fn states_continue_the_streams() {
+        let mut a = Mt19937::new(42);
+        for _ in 0..700 {
+            a.next_u32();
+        }
+        let (w, i) = a.state();
+        let mut b = Mt19937::from_state(w, i).unwrap();
+        assert_eq!(a, b);
+        for _ in 0..1000 {
+            assert_eq!(a.next_u32(), b.next_u32());
+        }
+        assert!(Mt19937::from_state(&[0; 623], 0).is_none());
+        assert!(Mt19937::from_state(&[0; 624], 625).is_none());
+
+        let mut g = GlibcRand::new(1);
+        g.rand();
+        let (w, i) = g.state();
+        let mut h = GlibcRand::from_state(w, i).unwrap();
+        for _ in 0..100 {
+            assert_eq!(g.rand(), h.rand());
+        }
+        assert!(GlibcRand::from_state(&[0; 34], 34).is_none());
     }
 
     #[test]

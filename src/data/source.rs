@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 
 use super::leveldb::{LevelDbSource, LevelDbWriter};
 use super::lmdb::{LmdbSource, LmdbWriter};
+use super::position::ReaderPos;
 
 /// Which kind of database a path holds (`DataParameter.backend`, and the
 /// `--backend` flag of the conversion tools).
@@ -51,6 +52,22 @@ pub trait RecordSource: Send {
     /// Step to the next record; past the last one go back to the first and
     /// return `true` (Caffe's "Restarting data prefetching from start.").
     fn advance(&mut self) -> Result<bool>;
+    /// Put the cursor on the record with `key` (to resume a saved data
+    /// position); `Ok(false)` when the database holds no such key, the
+    /// cursor then being on some valid record. By default a scan of at most
+    /// one pass from the current record.
+    fn seek(&mut self, key: &[u8]) -> Result<bool> {
+        let start = self.key().to_vec();
+        loop {
+            if self.key() == key {
+                return Ok(true);
+            }
+            self.advance()?;
+            if self.key() == start.as_slice() {
+                return Ok(false);
+            }
+        }
+    }
 }
 
 /// Open a database for reading; a missing path is an error naming it.
@@ -190,6 +207,38 @@ impl ShardedReader {
         Ok(())
     }
 
+    /// Where the reader stands (see `position`).
+    pub fn position(&self) -> ReaderPos {
+        ReaderPos {
+            offset: self.offset,
+            restarts: self.restarts,
+            key: self.src.key().to_vec(),
+        }
+    }
+
+    /// A reader over `src` (freshly opened) that continues from `pos`: the
+    /// cursor on `pos.key`, the visit and wrap-around counts restored.
+    pub fn resume(
+        src: Box<dyn RecordSource>,
+        rank: usize,
+        world: usize,
+        shard: bool,
+        pos: &ReaderPos,
+    ) -> Result<Self> {
+        let mut r = Self::new(src, rank, world, shard)?;
+        if !r.src.seek(&pos.key)? {
+            return Err(Error::Data(format!(
+                "{}: the saved data position is at record '{}', which the database does not \
+                 hold (did it change since the snapshot?)",
+                r.src.path().display(),
+                key_string(&pos.key)
+            )));
+        }
+        r.offset = pos.offset;
+        r.restarts = pos.restarts;
+        Ok(r)
+    }
+
     /// The next record this replica keeps; the cursor moves past it.
     pub fn next_record(&mut self) -> Result<Record> {
         while self.shard && self.offset % self.world != self.rank {
@@ -280,6 +329,29 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_resumed_reader_continues_the_stream() {
+        for (rank, world) in [(0, 1), (1, 3)] {
+            let mut a = ShardedReader::new(Box::new(VecSource::new(7)), rank, world, true).unwrap();
+            take(&mut a, 9);
+            let pos = a.position();
+            let mut b = ShardedReader::resume(Box::new(VecSource::new(7)), rank, world, true, &pos)
+                .unwrap();
+            assert_eq!(b.position(), pos);
+            assert_eq!(take(&mut a, 11), take(&mut b, 11));
+            assert_eq!(a.restarts(), b.restarts());
+        }
+        let mut pos = ShardedReader::new(Box::new(VecSource::new(3)), 0, 1, true)
+            .unwrap()
+            .position();
+        pos.key = b"elsewhere".to_vec();
+        let e = ShardedReader::resume(Box::new(VecSource::new(3)), 0, 1, true, &pos)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("'elsewhere'"), "{e}");
+    }
+
+    #[test]
     fn backend_names() {
         assert_eq!("LMDB".parse::<DbBackend>().unwrap(), DbBackend::Lmdb);
         assert_eq!("leveldb".parse::<DbBackend>().unwrap(), DbBackend::LevelDb);
@@ -308,6 +380,13 @@ pub(crate) mod tests {
             assert!(!s.advance().unwrap());
             assert_eq!((s.key(), s.value()), (&b"b"[..], &b"2"[..]));
             assert!(s.advance().unwrap());
+            // Seeking, including to a missing key (the cursor stays valid).
+            assert!(s.seek(b"b").unwrap());
+            assert_eq!(s.value(), b"2");
+            assert!(!s.seek(b"c").unwrap());
+            assert!(s.key() == b"a" || s.key() == b"b");
+            assert!(s.seek(b"a").unwrap());
+            assert_eq!(s.value(), b"1");
         }
     }
 }

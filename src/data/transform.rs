@@ -80,6 +80,16 @@ impl DataTransformer {
         self.rng = Mt19937::new(seed);
     }
 
+    /// The transformer's random stream (to save a data position).
+    pub fn rng(&self) -> &Mt19937 {
+        &self.rng
+    }
+
+    /// Continue from a saved random stream.
+    pub fn set_rng(&mut self, rng: Mt19937) {
+        self.rng = rng;
+    }
+
     /// How encoded images must be decoded for this transformer.
     pub fn color_mode(&self) -> ColorMode {
         self.color

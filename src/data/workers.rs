@@ -251,6 +251,7 @@ pub fn assemble_batch(
         data,
         labels: labels.then_some(label_vals),
         restarts,
+        pos: None,
     })
 }
 

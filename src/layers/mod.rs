@@ -136,6 +136,21 @@ pub trait Layer: Send {
     fn allows_in_place(&self) -> bool {
         false
     }
+    /// Data layers: where their stream stands after the last batch the net
+    /// consumed (rcaffe saves it with snapshots, see `solver::datapos`);
+    /// `None` for layers without one.
+    fn data_position(&self) -> Option<serde_json::Value> {
+        None
+    }
+    /// Continue from a position `data_position` gave.
+    fn restore_data_position(&mut self, _pos: &serde_json::Value) -> Result<()> {
+        Err(Error::layer("this layer has no data position to restore"))
+    }
+    /// Prefetching layers: the batches handed to the net and the time the
+    /// net waited for them.
+    fn data_wait(&self) -> Option<crate::data::WaitStats> {
+        None
+    }
 }
 
 /// Which blob of a layer: bottom, top or learnable parameter, by index.

@@ -1,22 +1,38 @@
-//! The vision layer family: Convolution, Pooling, LRN, InnerProduct.
+//! The vision layer family: Convolution, Deconvolution, Im2col, Pooling,
+//! SPP, LRN, InnerProduct.
 use super::Layer;
 use crate::error::Result;
 use crate::proto::caffe::LayerParameter;
 
 mod conv;
+mod conv_param;
+mod deconv;
+mod im2col;
 mod inner_product;
 mod lrn;
 mod pool;
+mod spp;
 #[cfg(test)]
 mod test_util;
 
 pub use conv::Convolution;
+pub use deconv::Deconvolution;
+pub use im2col::Im2col;
 pub use inner_product::InnerProduct;
 pub use lrn::Lrn;
 pub use pool::Pooling;
+pub use spp::Spp;
 
 /// Layer types of this family.
-pub const TYPES: &[&str] = &["Convolution", "InnerProduct", "LRN", "Pooling"];
+pub const TYPES: &[&str] = &[
+    "Convolution",
+    "Deconvolution",
+    "Im2col",
+    "InnerProduct",
+    "LRN",
+    "Pooling",
+    "SPP",
+];
 
 fn boxed<L: Layer + 'static>(r: Result<L>) -> Result<Box<dyn Layer>> {
     r.map(|l| Box::new(l) as Box<dyn Layer>)
@@ -26,9 +42,12 @@ fn boxed<L: Layer + 'static>(r: Result<L>) -> Result<Box<dyn Layer>> {
 pub fn create(ty: &str, lp: &LayerParameter) -> Option<Result<Box<dyn Layer>>> {
     Some(match ty {
         "Convolution" => boxed(Convolution::new(lp)),
+        "Deconvolution" => boxed(Deconvolution::new(lp)),
+        "Im2col" => boxed(Im2col::new(lp)),
         "InnerProduct" => boxed(InnerProduct::new(lp)),
         "LRN" => boxed(Lrn::new(lp)),
         "Pooling" => boxed(Pooling::new(lp)),
+        "SPP" => boxed(Spp::new(lp)),
         _ => return None,
     })
 }

@@ -701,6 +701,54 @@ impl Net {
         &mut self.blobs[id]
     }
 
+    /// The data positions of the layers that have one, by layer name (see
+    /// `Layer::data_position`; saved by rcaffe's snapshots).
+    pub fn data_positions(&self) -> Vec<(String, serde_json::Value)> {
+        self.layers
+            .iter()
+            .zip(&self.spec.layers)
+            .filter_map(|(l, ls)| l.data_position().map(|p| (ls.name().to_string(), p)))
+            .collect()
+    }
+
+    /// Continue layer `name`'s data stream from a saved position.
+    pub fn restore_data_position(&mut self, name: &str, pos: &serde_json::Value) -> Result<()> {
+        let li = self
+            .spec
+            .layer_id(name)
+            .ok_or_else(|| Error::Net(format!("the net has no layer '{name}'")))?;
+        let ls = &self.spec.layers[li];
+        self.layers[li]
+            .restore_data_position(pos)
+            .map_err(|e| e.in_layer(ls.name(), ls.type_name()))
+    }
+
+    /// Batches the prefetching layers handed out and the time the net
+    /// waited for them, summed over layers (`None` without such layers).
+    pub fn data_wait(&self) -> Option<crate::data::WaitStats> {
+        self.layers
+            .iter()
+            .filter_map(|l| l.data_wait())
+            .reduce(|a, b| crate::data::WaitStats {
+                batches: a.batches + b.batches,
+                waited: a.waited + b.waited,
+            })
+    }
+
+    /// Restart the net's random stream (Dropout masks, random DummyData)
+    /// from a seed derived from the net's seed and `n`. The solver does it
+    /// at every iteration with `n` = the iteration, so the draws of an
+    /// iteration do not depend on the iterations before it and a resumed
+    /// run draws what the uninterrupted run drew.
+    pub fn reseed_rng(&mut self, n: u64) {
+        use rand::SeedableRng;
+        // splitmix64 of (seed, n): distinct, well-mixed seeds.
+        let mut z = self.cx.seed ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        self.cx.rng = rand::rngs::StdRng::seed_from_u64(z ^ (z >> 31));
+    }
+
     pub fn blob_by_name(&self, name: &str) -> Option<&Blob> {
         self.spec.blob_id(name).map(|id| &self.blobs[id])
     }

@@ -8,7 +8,9 @@
 //! display; lr; clip (on the summed gradient); per param normalise by
 //! `1/iter_size`, regularise, compute and apply the step; `iter += 1`;
 //! poll signals; snapshot if due.
+pub mod datapos;
 pub mod lr_policy;
+pub mod snapshot;
 pub mod update;
 
 use std::path::{Path, PathBuf};
@@ -20,9 +22,9 @@ use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::log::{g, info, site};
 use crate::net::{Net, NetOptions};
-use crate::proto::caffe::solver_parameter::SnapshotFormat;
-use crate::proto::caffe::{NetParameter, NetState, Phase, SolverParameter, SolverState};
-use crate::proto::{binary, text, upgrade};
+use crate::parallel::GradSync;
+use crate::proto::caffe::{NetParameter, NetState, Phase, SolverParameter};
+use crate::proto::{text, upgrade};
 use crate::tensor::Blob;
 
 pub use lr_policy::LrPolicy;
@@ -84,6 +86,14 @@ pub struct Solver {
     test_scores: Vec<Vec<TestScore>>,
     /// The (model, state) pair of the last snapshot this run wrote.
     last_snapshot: Option<(PathBuf, PathBuf)>,
+    /// The train net's data-wait totals at the last `debug_info` display,
+    /// and the first iteration after it.
+    wait_mark: Option<(crate::data::WaitStats, i32)>,
+    /// This solver's replica index in data-parallel training (0 alone):
+    /// only rank 0 tests, displays and snapshots.
+    rank: usize,
+    /// The link to the other replicas (see `crate::parallel`).
+    sync: Option<Box<dyn GradSync>>,
 }
 
 /// protobuf's `NetState::MergeFrom`: set scalars overwrite, stages append.
@@ -126,10 +136,7 @@ fn upgrade_inline(mut p: NetParameter, source: &str) -> Result<NetParameter> {
 pub fn load_weights(net: &mut Net, list: &str) -> Result<()> {
     for name in list.split(',').map(str::trim) {
         info(site::SOLVER_FINETUNING, &format!("Finetuning from {name}"));
-        let weights = upgrade::load_net_binary(Path::new(name))?;
-        for ignored in net.copy_trained_layers_from(&weights)? {
-            info("net.cpp:1080", &format!("Ignoring source layer {ignored}"));
-        }
+        snapshot::load_weights_file(net, Path::new(name))?;
     }
     Ok(())
 }
@@ -139,6 +146,19 @@ impl Solver {
     /// the test nets, load `weights`. Paths are relative to the current
     /// directory, as in Caffe.
     pub fn new(param: SolverParameter, be: Arc<dyn Backend>) -> Result<Solver> {
+        Self::new_replica(param, be, 0, 1)
+    }
+
+    /// The solver of replica `rank` of `world` in data-parallel training
+    /// (Caffe's worker solvers): seed `random_seed + rank`, the train net
+    /// reads its shard of the data, and only rank 0 builds test nets and
+    /// checks the snapshot prefix. Attach the link with `set_grad_sync`.
+    pub fn new_replica(
+        param: SolverParameter,
+        be: Arc<dyn Backend>,
+        rank: usize,
+        world: usize,
+    ) -> Result<Solver> {
         info(
             site::SOLVER_INIT,
             &format!(
@@ -158,11 +178,7 @@ impl Solver {
                 param.iter_size()
             )));
         }
-        if param.snapshot_format() == SnapshotFormat::Hdf5 {
-            return Err(Error::Solver(
-                "snapshot_format: HDF5 is not supported by this build; use BINARYPROTO".into(),
-            ));
-        }
+        snapshot::check_format(&param)?;
         let rule = update::create(&param)?;
         let lr_policy = LrPolicy::from_param(&param)?;
         let regularization = match param.regularization_type() {
@@ -174,15 +190,22 @@ impl Solver {
                 )))
             }
         };
-        Self::check_snapshot_write_permissions(&param)?;
+        if rank == 0 {
+            Self::check_snapshot_write_permissions(&param)?;
+        }
         let seed = if param.random_seed() >= 0 {
             param.random_seed() as u64
         } else {
             time_seed()
-        };
+        }
+        .wrapping_add(rank as u64);
 
-        let net = Self::init_train_net(&param, &be, seed)?;
-        let (test_nets, test_iters) = Self::init_test_nets(&param, &be, seed)?;
+        let net = Self::init_train_net(&param, &be, seed, (rank, world))?;
+        let (test_nets, test_iters) = if rank == 0 {
+            Self::init_test_nets(&param, &be, seed)?
+        } else {
+            (Vec::new(), Vec::new())
+        };
         info(site::SOLVER_SCAFFOLDING, "Solver scaffolding done.");
 
         let sets = rule.history_sets();
@@ -215,6 +238,9 @@ impl Solver {
             seed,
             test_scores: vec![Vec::new(); n_tests],
             last_snapshot: None,
+            wait_mark: None,
+            rank,
+            sync: None,
         })
     }
 
@@ -249,7 +275,12 @@ impl Solver {
         o
     }
 
-    fn init_train_net(p: &SolverParameter, be: &Arc<dyn Backend>, seed: u64) -> Result<Net> {
+    fn init_train_net(
+        p: &SolverParameter,
+        be: &Arc<dyn Backend>,
+        seed: u64,
+        (rank, world): (usize, usize),
+    ) -> Result<Net> {
         let n = p.net.is_some() as usize
             + p.net_param.is_some() as usize
             + p.train_net.is_some() as usize
@@ -298,7 +329,9 @@ impl Solver {
         merge_state(&mut state, net_param.state.as_ref());
         merge_state(&mut state, p.train_state.as_ref());
         net_param.state = Some(state.clone());
-        let mut net = Net::new(&net_param, &Self::net_options(state, seed), be.clone())?;
+        let mut opts = Self::net_options(state, seed);
+        (opts.rank, opts.world) = (rank, world);
+        let mut net = Net::new(&net_param, &opts, be.clone())?;
         for w in &p.weights {
             load_weights(&mut net, w)?;
         }
@@ -435,6 +468,28 @@ impl Solver {
         self.action.as_mut().map_or(SolverAction::None, |f| f())
     }
 
+    /// Make this solver a replica of a data-parallel run: `step` then
+    /// all-reduces the gradients before each update and takes rank 0's
+    /// stop/snapshot decisions (see `crate::parallel`).
+    pub fn set_grad_sync(&mut self, sync: Box<dyn GradSync>) {
+        self.sync = Some(sync);
+    }
+    pub fn grad_sync(&self) -> Option<&dyn GradSync> {
+        self.sync.as_deref()
+    }
+    /// This solver's replica index (0 when training alone).
+    pub fn rank(&self) -> usize {
+        self.rank
+    }
+
+    /// With replicas, every one gets rank 0's `action`; alone, `action`.
+    fn agree(&mut self, action: SolverAction) -> Result<SolverAction> {
+        match self.sync.as_mut() {
+            Some(s) => s.broadcast_action(action),
+            None => Ok(action),
+        }
+    }
+
     // ------------------------------------------------------------ loop --
 
     /// Caffe's `Solve`: train from the current iteration to `max_iter`,
@@ -452,7 +507,10 @@ impl Solver {
         let start_iter = self.iter;
         self.step(self.param.max_iter() - self.iter)?;
         let snap = self.param.snapshot();
-        if self.param.snapshot_after_train() && (snap == 0 || self.iter % snap != 0) {
+        if self.rank == 0
+            && self.param.snapshot_after_train()
+            && (snap == 0 || self.iter % snap != 0)
+        {
             self.snapshot()?;
         }
         if self.requested_early_exit {
@@ -488,12 +546,26 @@ impl Solver {
         // Caffe leaves this uninitialised (garbage rate on the first line).
         self.iterations_last = self.iter;
 
+        self.wait_mark = self.net.data_wait().map(|w| (w, self.iter));
         while self.iter < stop_iter {
             self.net.clear_param_diffs();
+            // Dropout & co. draw per iteration: resumed runs draw the same.
+            self.net.reseed_rng(self.iter as u64);
             let ti = self.param.test_interval();
             if ti != 0 && self.iter % ti == 0 && (self.iter > 0 || self.param.test_initialization())
             {
-                self.test_all()?;
+                if self.rank == 0 {
+                    self.test_all()?;
+                }
+                // A stop requested during rank 0's test stops every replica.
+                let asked = if self.requested_early_exit {
+                    SolverAction::Stop
+                } else {
+                    SolverAction::None
+                };
+                if self.agree(asked)? == SolverAction::Stop {
+                    self.requested_early_exit = true;
+                }
                 if self.requested_early_exit {
                     break;
                 }
@@ -512,8 +584,12 @@ impl Solver {
             self.check_gradients()?;
             loss /= iter_size as f32;
             self.update_smoothed_loss(loss, start_iter, average_loss);
-            if display {
+            if display && self.rank == 0 {
                 self.display();
+            }
+            // Caffe's `on_gradients_ready`: the mean over replicas.
+            if let Some(s) = self.sync.as_mut() {
+                s.all_reduce_grads(&mut self.net)?;
             }
             self.apply_update(display)?;
             if display && self.param.debug_info() {
@@ -522,8 +598,11 @@ impl Solver {
             self.iter += 1;
 
             let request = self.poll_action();
+            let request = self.agree(request)?;
             let snap = self.param.snapshot();
-            if (snap != 0 && self.iter % snap == 0) || request == SolverAction::Snapshot {
+            if self.rank == 0
+                && ((snap != 0 && self.iter % snap == 0) || request == SolverAction::Snapshot)
+            {
                 self.snapshot()?;
             }
             if request == SolverAction::Stop {
@@ -566,6 +645,31 @@ impl Solver {
                 k += 1;
             }
         }
+        if self.param.debug_info() {
+            self.display_data_wait();
+        }
+    }
+
+    /// rcaffe's proof that training does not wait on data: the time the
+    /// train net's forward spent blocked on its prefetch queues, per
+    /// iteration since the last display.
+    fn display_data_wait(&mut self) {
+        let Some(now) = self.net.data_wait() else {
+            return;
+        };
+        let (before, from) = self.wait_mark.unwrap_or((now, self.iter));
+        let iters = (self.iter + 1 - from).max(1);
+        let waited = now.waited.saturating_sub(before.waited);
+        info(
+            site::SOLVER_DISPLAY,
+            &format!(
+                "Data wait: {:.4} ms/iter ({iters} iterations, {} batches, {:.3} ms in all)",
+                waited.as_secs_f64() * 1e3 / f64::from(iters),
+                now.batches.saturating_sub(before.batches),
+                waited.as_secs_f64() * 1e3
+            ),
+        );
+        self.wait_mark = Some((now, self.iter + 1));
     }
 
     /// Caffe's `UpdateSmoothedLoss`: a running mean until the window is
@@ -746,42 +850,6 @@ impl Solver {
         Ok(())
     }
 
-    // ------------------------------------------------------- snapshots --
-
-    fn snapshot_filename(&self, ext: &str) -> String {
-        format!("{}_iter_{}{ext}", self.param.snapshot_prefix(), self.iter)
-    }
-
-    /// Write `<prefix>_iter_<iter>.caffemodel` and `.solverstate` (each to
-    /// a temporary file renamed into place). Returns the two paths.
-    pub fn snapshot(&mut self) -> Result<(PathBuf, PathBuf)> {
-        self.check_state_finite()?;
-        let model = self.snapshot_filename(".caffemodel");
-        info(
-            site::SOLVER_SNAPSHOT_MODEL,
-            &format!("Snapshotting to binary proto file {model}"),
-        );
-        binary::write_net_binary(
-            Path::new(&model),
-            &self.net.to_proto(self.param.snapshot_diff()),
-        )?;
-        let state = self.solver_state(&model);
-        let state_file = self.snapshot_filename(".solverstate");
-        info(
-            site::SGD_SNAPSHOT_STATE,
-            &format!("Snapshotting solver state to binary proto file {state_file}"),
-        );
-        binary::write_solver_state(Path::new(&state_file), &state)?;
-        let pair = (PathBuf::from(model), PathBuf::from(state_file));
-        self.last_snapshot = Some(pair.clone());
-        Ok(pair)
-    }
-
-    /// The last snapshot this solver wrote, if any.
-    pub fn last_snapshot(&self) -> Option<&(PathBuf, PathBuf)> {
-        self.last_snapshot.as_ref()
-    }
-
     // ------------------------------------------------------ divergence --
 
     /// Once per iteration: are all accumulated gradients finite? One asum
@@ -875,142 +943,6 @@ impl Solver {
              clip_gradients.)",
             self.iter
         ))
-    }
-
-    /// The solverstate Caffe writes: iteration, model file, history blobs
-    /// (set by set), lr step.
-    pub fn solver_state(&self, learned_net: &str) -> SolverState {
-        SolverState {
-            iter: Some(self.iter),
-            learned_net: Some(learned_net.to_string()),
-            history: self.history().map(|b| b.to_proto(false)).collect(),
-            current_step: Some(self.current_step),
-        }
-    }
-
-    /// Resume from a `.solverstate` (Caffe's `Restore`): iteration, lr
-    /// step, the weights of `learned_net` (into the train net; test nets
-    /// follow at the next test) and the history.
-    pub fn restore(&mut self, state_file: &Path) -> Result<()> {
-        let sibling = Self::solverstate_for(state_file)?;
-        let state_file = sibling.as_path();
-        if state_file.to_string_lossy().ends_with(".h5") {
-            return Err(Error::Solver(format!(
-                "{}: HDF5 solver states are not supported by this build",
-                state_file.display()
-            )));
-        }
-        let state = match binary::read_solver_state(state_file) {
-            Ok(s) => s,
-            // A common mix-up (Caffe's "Incorrect length of history blobs").
-            Err(e) => match binary::read_net_binary(state_file) {
-                Ok(net) if !net.layer.is_empty() || !net.layers.is_empty() => {
-                    return Err(Error::Solver(format!(
-                        "{f}: this is a model (.caffemodel), not a solver state; --snapshot \
-                         needs the .solverstate file written next to it (to start a new run \
-                         from these weights instead, use --weights {f})",
-                        f = state_file.display()
-                    )))
-                }
-                _ => return Err(e),
-            },
-        };
-        let expected: usize = self.history.iter().map(Vec::len).sum();
-        if state.history.len() != expected {
-            let hint = if state.history.is_empty() && state.iter.is_none() {
-                " (is it a .caffemodel? --snapshot needs the .solverstate file)"
-            } else {
-                ""
-            };
-            return Err(Error::Solver(format!(
-                "{}: Incorrect length of history blobs ({} vs. {expected} for a {} solver \
-                 on this net){hint}",
-                state_file.display(),
-                state.history.len(),
-                self.rule.type_name()
-            )));
-        }
-        if let Some(learned) = state.learned_net.as_deref().filter(|s| !s.is_empty()) {
-            let path = Self::resolve_learned_net(learned, state_file);
-            let weights = upgrade::load_net_binary(&path)?;
-            for ignored in self.net.copy_trained_layers_from(&weights)? {
-                info("net.cpp:1080", &format!("Ignoring source layer {ignored}"));
-            }
-        }
-        self.iter = state.iter();
-        self.current_step = state.current_step();
-        info(site::SGD_RESTORING_HISTORY, "SGDSolver: restoring history");
-        let n = self.net.num_learnable();
-        for (k, proto) in state.history.iter().enumerate() {
-            let (set, i) = (k / n.max(1), k % n.max(1));
-            let restored = Blob::from_proto(&*self.be, proto).map_err(|e| {
-                Error::Solver(format!("{}: history blob {k}: {e}", state_file.display()))
-            })?;
-            let want = self.net.learnable(i).count();
-            if restored.count() != want {
-                return Err(Error::Solver(format!(
-                    "{}: history blob {k} has shape {} but parameter '{}' has {} values",
-                    state_file.display(),
-                    restored.shape_string(),
-                    self.net.learnable_name(i),
-                    want
-                )));
-            }
-            self.history[set][i] = restored;
-        }
-        Ok(())
-    }
-
-    /// `--snapshot x.caffemodel`: the `x.solverstate` written next to it
-    /// (with a line saying so), or an error that says exactly what to pass.
-    /// Other paths are returned unchanged.
-    fn solverstate_for(path: &Path) -> Result<PathBuf> {
-        let name = path.to_string_lossy();
-        let split = [
-            (".caffemodel.h5", ".solverstate.h5"),
-            (".caffemodel", ".solverstate"),
-        ]
-        .into_iter()
-        .find_map(|(model, state)| name.strip_suffix(model).map(|base| (base, state)));
-        let Some((base, ext)) = split else {
-            return Ok(path.to_path_buf());
-        };
-        let sibling = PathBuf::from(format!("{base}{ext}"));
-        if sibling.exists() {
-            info(
-                site::SOLVER_RESTORING,
-                &format!(
-                    "{} is a model; resuming from its solver state {}",
-                    path.display(),
-                    sibling.display()
-                ),
-            );
-            return Ok(sibling);
-        }
-        Err(Error::Solver(format!(
-            "{p} is a model, not a solver state, and there is no {s} next to it: --snapshot \
-             needs the .solverstate file a snapshot writes with the model (--snapshot {s}); \
-             to start a new run from these weights instead, use --weights {p}",
-            p = path.display(),
-            s = sibling.display()
-        )))
-    }
-
-    /// `learned_net` as written (relative to the directory training ran
-    /// in); if that does not exist, next to the solverstate (so moved
-    /// snapshot pairs still resume).
-    fn resolve_learned_net(learned: &str, state_file: &Path) -> PathBuf {
-        let p = PathBuf::from(learned);
-        if p.exists() || p.is_absolute() {
-            return p;
-        }
-        if let (Some(dir), Some(name)) = (state_file.parent(), p.file_name()) {
-            let beside = dir.join(name);
-            if beside.exists() {
-                return beside;
-            }
-        }
-        p
     }
 }
 

@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use super::*;
 use crate::backend::cpu::CpuBackend;
+use crate::proto::binary;
+use crate::proto::caffe::SolverState;
 
 const NET: &str = r#"
 name: "tiny"

@@ -1,30 +1,29 @@
-//! CPU ConvOps: im2col/col2im on host slices, and the convolution passes
-//! parallelised across the images of a batch (each worker owns one column
-//! buffer of the workspace and runs single-threaded GEMMs).
+//! CPU ConvOps: im2col/col2im on host slices, and the convolution passes on
+//! the packed GEMM of `packed.rs`, parallelised across the images of a batch.
+//!
+//! Every pass packs the weights once (shared by the workers). For 2-D
+//! convolutions with unit stride along the width (`Direct`) no column
+//! matrix is built: the forward reads the padded image in place, the filter
+//! gradient reads its taps in place, and the data gradient is either the
+//! forward of the padded dy with flipped weights (`transposed`) or a GEMM
+//! whose tiles are added straight into the image (col2im fused in). Other
+//! geometries im2col straight into the GEMM's packed panels.
 use std::sync::Mutex;
 
 use rayon::prelude::*;
 
-use super::math::sgemm;
+use super::packed::{self, NR};
 use super::{CpuBackend, PAR_MIN};
+use crate::backend::conv::generic;
 use crate::backend::{ConvGeometry, ConvOps, View, ViewMut};
 
 /// Visit every row segment of the column buffer: for each channel, kernel
-/// offset and output position of all axes but the last, `f(row, pos, base,
-/// b, lo, hi)` where the segment is positions `pos..pos + ow` of column-buffer
-/// row `row` (= channel·kernel_size + kernel offset), `base` is
-/// the image offset of the input row (None when the row lies in the
-/// padding), input index `base + j·stride + b` is valid for `j in lo..hi`.
-/// The order is Caffe's (channel, kernel offset, output position), which
-/// fixes col2im's summation order.
-fn for_each_row(
-    g: &ConvGeometry,
-    mut f: impl FnMut(usize, usize, Option<usize>, i64, usize, usize),
-) {
+/// offset and output position of all axes but the last, `f(row, pos, seg)`
+/// where the segment is positions `pos..pos + ow` of column-buffer row `row`
+/// (= channel·kernel_size + kernel offset). The order is Caffe's (channel,
+/// kernel offset, output position), which fixes col2im's summation order.
+fn for_each_row(g: &ConvGeometry, mut f: impl FnMut(usize, usize, Seg)) {
     let ns = g.num_spatial_axes();
-    if ns == 2 {
-        return for_each_row_2d(g, f);
-    }
     let last = ns - 1;
     let ksize = g.kernel_size();
     let (in_sp, out_sp) = (g.in_spatial(), g.out_spatial());
@@ -57,7 +56,7 @@ fn for_each_row(
                     }
                     base = base.map(|v| v + i as usize * in_stride[d]);
                 }
-                f(c * ksize + k, t * ow, base, b, lo, hi);
+                f(c * ksize + k, t * ow, Seg { base, b, lo, hi });
                 // Odometer over the outer output axes.
                 for d in (0..last).rev() {
                     o[d] += 1;
@@ -85,37 +84,92 @@ fn valid_range(b: i64, s: usize, size: usize, n: usize) -> (usize, usize) {
     ((lo as usize).min(hi), hi)
 }
 
-/// The 2-D case of `for_each_row` as plain loops (the hot path: rows are
-/// short, so per-row overhead matters). Same order as the N-d walk.
-fn for_each_row_2d(
-    g: &ConvGeometry,
-    mut f: impl FnMut(usize, usize, Option<usize>, i64, usize, usize),
-) {
-    let (ih, iw) = (g.in_shape[0], g.in_shape[1]);
-    let (oh, ow) = (g.out_shape[0], g.out_shape[1]);
-    let (kh, kw) = (g.kernel[0], g.kernel[1]);
-    let (sh, sw) = (g.stride[0], g.stride[1]);
-    let mut row = 0;
-    for c in 0..g.in_channels {
-        let plane = c * ih * iw;
-        for ki in 0..kh {
-            let r0 = (ki * g.dilation[0]) as i64 - g.pad[0] as i64;
-            for kj in 0..kw {
-                let b = (kj * g.dilation[1]) as i64 - g.pad[1] as i64;
-                let (lo, hi) = valid_range(b, sw, iw, ow);
-                let mut r = r0;
-                for i in 0..oh {
-                    let base = (r >= 0 && r < ih as i64).then(|| plane + r as usize * iw);
-                    f(row, i * ow, base, b, lo, hi);
-                    r += sh as i64;
-                }
-                row += 1;
+/// One row segment of the column matrix: output positions `j in 0..ow`
+/// (along the last axis) read input `base + j·stride + b` for
+/// `lo <= j < hi` and padding (zero) elsewhere; `base` is None when the
+/// whole segment lies in the padding of an outer axis.
+#[derive(Debug, Clone, Copy)]
+struct Seg {
+    base: Option<usize>,
+    b: i64,
+    lo: usize,
+    hi: usize,
+}
+
+impl Seg {
+    /// Input index of position `j` (only for `lo <= j < hi`).
+    #[inline(always)]
+    fn src(&self, base: usize, j: usize, s: usize) -> usize {
+        (base as i64 + (j * s) as i64 + self.b) as usize
+    }
+}
+
+/// `d = s` for short slices, in fixed 8-wide chunks: rows are a few to a
+/// few dozen values, where a `memcpy` call costs more than the copy.
+#[inline(always)]
+fn copy_short(d: &mut [f32], s: &[f32]) {
+    let s = &s[..d.len()];
+    let mut dc = d.chunks_exact_mut(8);
+    let mut sc = s.chunks_exact(8);
+    for (a, b) in (&mut dc).zip(&mut sc) {
+        let a: &mut [f32; 8] = a.try_into().unwrap();
+        *a = b.try_into().unwrap();
+    }
+    for (a, &b) in dc.into_remainder().iter_mut().zip(sc.remainder()) {
+        *a = b;
+    }
+}
+
+/// `d += s`, like `copy_short`.
+#[inline(always)]
+fn add_short(d: &mut [f32], s: &[f32]) {
+    let s = &s[..d.len()];
+    let mut dc = d.chunks_exact_mut(8);
+    let mut sc = s.chunks_exact(8);
+    for (a, b) in (&mut dc).zip(&mut sc) {
+        for (x, &y) in a.iter_mut().zip(b) {
+            *x += y;
+        }
+    }
+    for (a, &b) in dc.into_remainder().iter_mut().zip(sc.remainder()) {
+        *a += b;
+    }
+}
+
+#[inline(always)]
+fn zero(d: &mut [f32]) {
+    if !d.is_empty() {
+        d.fill(0.0);
+    }
+}
+
+/// Write positions `j0 .. j0 + dst.len()` of segment `seg` contiguously
+/// into `dst` (stride `s` along the last axis).
+#[inline(always)]
+fn write_run(dst: &mut [f32], x: &[f32], seg: Seg, s: usize, j0: usize) {
+    let j1 = j0 + dst.len();
+    let Some(base) = seg.base else {
+        return zero(dst);
+    };
+    let lo = seg.lo.clamp(j0, j1);
+    let hi = seg.hi.clamp(lo, j1);
+    zero(&mut dst[..lo - j0]);
+    zero(&mut dst[hi - j0..]);
+    if hi > lo {
+        let start = seg.src(base, lo, s);
+        let d = &mut dst[lo - j0..hi - j0];
+        if s == 1 {
+            copy_short(d, &x[start..start + d.len()]);
+        } else {
+            let src = &x[start..=start + (d.len() - 1) * s];
+            for (v, &xv) in d.iter_mut().zip(src.iter().step_by(s)) {
+                *v = xv;
             }
         }
     }
 }
 
-/// im2col of one image on host slices.
+/// im2col of one image on host slices (rows of `out_spatial` values).
 pub(crate) fn im2col_host(g: &ConvGeometry, x: &[f32], col: &mut [f32]) {
     if g.num_spatial_axes() == 0 {
         // No spatial axes: one output position, the column is the image.
@@ -123,27 +177,19 @@ pub(crate) fn im2col_host(g: &ConvGeometry, x: &[f32], col: &mut [f32]) {
         return;
     }
     let out_sp = g.out_spatial();
+    let col = &mut col[..g.col_len()];
+    if let Some(g2) = Geo2::new(g) {
+        let mut rows = col.chunks_exact_mut(out_sp.max(1));
+        g2.for_rows(g.in_channels, |_, c, ki, kj| {
+            g2.row(x, c, ki, kj, rows.next().unwrap())
+        });
+        return;
+    }
     let ow = *g.out_shape.last().unwrap();
     let s = *g.stride.last().unwrap();
-    for_each_row(g, |row, pos, base, b, lo, hi| {
+    for_each_row(g, |row, pos, seg| {
         let off = row * out_sp + pos;
-        let dst = &mut col[off..off + ow];
-        match base {
-            None => dst.fill(0.0),
-            Some(base) => {
-                dst[..lo].fill(0.0);
-                dst[hi..].fill(0.0);
-                let start = (base as i64 + (lo * s) as i64 + b) as usize;
-                if s == 1 {
-                    dst[lo..hi].copy_from_slice(&x[start..start + (hi - lo)]);
-                } else if hi > lo {
-                    let src = x[start..=start + (hi - lo - 1) * s].iter().step_by(s);
-                    for (d, &v) in dst[lo..hi].iter_mut().zip(src) {
-                        *d = v;
-                    }
-                }
-            }
-        }
+        write_run(&mut col[off..off + ow], x, seg, s, 0);
     });
 }
 
@@ -154,26 +200,550 @@ pub(crate) fn col2im_host(g: &ConvGeometry, col: &[f32], x: &mut [f32]) {
         return;
     }
     x[..g.in_dim()].fill(0.0);
-    let s = *g.stride.last().unwrap();
     let out_sp = g.out_spatial();
-    for_each_row(g, |row, pos, base, b, lo, hi| {
+    let col = &col[..g.col_len()];
+    if let Some(g2) = Geo2::new(g) {
+        let mut rows = col.chunks_exact(out_sp.max(1));
+        g2.for_rows(g.in_channels, |_, c, ki, kj| {
+            g2.add_row(rows.next().unwrap(), c, ki, kj, x)
+        });
+        return;
+    }
+    let s = *g.stride.last().unwrap();
+    for_each_row(g, |row, pos, seg| {
+        let Some(base) = seg.base else { return };
+        if seg.hi <= seg.lo {
+            return;
+        }
         let off = row * out_sp + pos;
-        if let Some(base) = base {
-            let start = (base as i64 + (lo * s) as i64 + b) as usize;
-            let src = &col[off + lo..off + hi];
-            if s == 1 {
-                let dst = &mut x[start..start + src.len()];
-                for (d, &v) in dst.iter_mut().zip(src) {
-                    *d += v;
-                }
-            } else if !src.is_empty() {
-                let dst = x[start..=start + (src.len() - 1) * s].iter_mut().step_by(s);
-                for (d, &v) in dst.zip(src) {
-                    *d += v;
-                }
+        let src = &col[off + seg.lo..off + seg.hi];
+        let start = seg.src(base, seg.lo, s);
+        if s == 1 {
+            add_short(&mut x[start..start + src.len()], src);
+        } else {
+            let dst = x[start..=start + (src.len() - 1) * s].iter_mut().step_by(s);
+            for (d, &v) in dst.zip(src) {
+                *d += v;
             }
         }
     });
+}
+
+/// The per-group GEMM dimensions: `ocg` output channels, `kd` column rows
+/// (Caffe's kernel_dim_), `p` output positions.
+#[derive(Debug, Clone, Copy)]
+struct Dims {
+    group: usize,
+    ocg: usize,
+    kd: usize,
+    p: usize,
+}
+
+impl Dims {
+    fn new(g: &ConvGeometry) -> Self {
+        Dims {
+            group: g.group,
+            ocg: g.out_channels / g.group,
+            kd: g.kernel_dim(),
+            p: g.out_spatial(),
+        }
+    }
+    /// Packed column matrix of one group for the forward GEMM (kd × p).
+    fn col_packed(&self) -> usize {
+        packed::b_len(self.kd, self.p)
+    }
+    /// Packed transposed column matrix of one group for the filter
+    /// gradient (p × kd).
+    fn colt_packed(&self) -> usize {
+        packed::b_len(self.p, self.kd)
+    }
+}
+
+/// The 2-D geometry as plain numbers, for the hot loops: im2col builds one
+/// column-matrix row `(c, ki, kj)` at a time (`oh·ow` values) with no
+/// per-segment calls, then moves it where the caller wants it.
+#[derive(Debug, Clone, Copy)]
+struct Geo2 {
+    ih: usize,
+    iw: usize,
+    oh: usize,
+    ow: usize,
+    kh: usize,
+    kw: usize,
+    sh: usize,
+    sw: usize,
+    ph: i64,
+    pw: i64,
+    dh: usize,
+    dw: usize,
+}
+
+impl Geo2 {
+    fn new(g: &ConvGeometry) -> Option<Geo2> {
+        (g.num_spatial_axes() == 2).then(|| Geo2 {
+            ih: g.in_shape[0],
+            iw: g.in_shape[1],
+            oh: g.out_shape[0],
+            ow: g.out_shape[1],
+            kh: g.kernel[0],
+            kw: g.kernel[1],
+            sh: g.stride[0],
+            sw: g.stride[1],
+            ph: g.pad[0] as i64,
+            pw: g.pad[1] as i64,
+            dh: g.dilation[0],
+            dw: g.dilation[1],
+        })
+    }
+
+    /// Column-matrix row `(c, ki, kj)` of image `x` into `row`.
+    #[inline(always)]
+    fn row(&self, x: &[f32], c: usize, ki: usize, kj: usize, row: &mut [f32]) {
+        let plane = &x[c * self.ih * self.iw..(c + 1) * self.ih * self.iw];
+        let row = &mut row[..self.oh * self.ow];
+        let b = (kj * self.dw) as i64 - self.pw;
+        let (lo, hi) = valid_range(b, self.sw, self.iw, self.ow);
+        let r0 = (ki * self.dh) as i64 - self.ph;
+        for (i, dst) in row.chunks_exact_mut(self.ow).enumerate() {
+            let r = r0 + (i * self.sh) as i64;
+            if r < 0 || r >= self.ih as i64 {
+                dst.fill(0.0);
+                continue;
+            }
+            let src = &plane[r as usize * self.iw..(r as usize + 1) * self.iw];
+            zero(&mut dst[..lo]);
+            zero(&mut dst[hi..]);
+            if hi > lo {
+                let start = (b + (lo * self.sw) as i64) as usize;
+                let d = &mut dst[lo..hi];
+                if self.sw == 1 {
+                    copy_short(d, &src[start..start + d.len()]);
+                } else {
+                    for (v, &s) in d.iter_mut().zip(src[start..].iter().step_by(self.sw)) {
+                        *v = s;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The adjoint of `row`: add column-matrix row `(c, ki, kj)` into `x`.
+    #[inline(always)]
+    fn add_row(&self, row: &[f32], c: usize, ki: usize, kj: usize, x: &mut [f32]) {
+        let plane = &mut x[c * self.ih * self.iw..(c + 1) * self.ih * self.iw];
+        let row = &row[..self.oh * self.ow];
+        let b = (kj * self.dw) as i64 - self.pw;
+        let (lo, hi) = valid_range(b, self.sw, self.iw, self.ow);
+        if hi <= lo {
+            return;
+        }
+        let r0 = (ki * self.dh) as i64 - self.ph;
+        let start = (b + (lo * self.sw) as i64) as usize;
+        for (i, src) in row.chunks_exact(self.ow).enumerate() {
+            let r = r0 + (i * self.sh) as i64;
+            if r < 0 || r >= self.ih as i64 {
+                continue;
+            }
+            let dst = &mut plane[r as usize * self.iw..(r as usize + 1) * self.iw];
+            let src = &src[lo..hi];
+            if self.sw == 1 {
+                add_short(&mut dst[start..start + src.len()], src);
+            } else {
+                for (d, &s) in dst[start..].iter_mut().step_by(self.sw).zip(src) {
+                    *d += s;
+                }
+            }
+        }
+    }
+
+    /// Every row of the column matrix in order: `f(row_index, c, ki, kj)`.
+    #[inline(always)]
+    fn for_rows(&self, channels: usize, mut f: impl FnMut(usize, usize, usize, usize)) {
+        let mut r = 0;
+        for c in 0..channels {
+            for ki in 0..self.kh {
+                for kj in 0..self.kw {
+                    f(r, c, ki, kj);
+                    r += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Call `f(kk_global, row)` with every column-matrix row of image `x`:
+/// built one at a time in `scratch` for 2-D (`out_spatial` values), or
+/// all at once by the N-d im2col (`col_len` values).
+#[inline(always)]
+fn with_rows(g: &ConvGeometry, x: &[f32], scratch: &mut [f32], mut f: impl FnMut(usize, &[f32])) {
+    let p = g.out_spatial();
+    if let Some(g2) = Geo2::new(g) {
+        let row = &mut scratch[..p];
+        g2.for_rows(g.in_channels, |r, c, ki, kj| {
+            g2.row(x, c, ki, kj, row);
+            f(r, row);
+        });
+    } else {
+        let col = &mut scratch[..g.col_len()];
+        im2col_host(g, x, col);
+        for (r, row) in col.chunks_exact(p.max(1)).enumerate() {
+            f(r, row);
+        }
+    }
+}
+
+/// Scratch `with_rows` needs.
+fn rows_scratch_len(g: &ConvGeometry) -> usize {
+    if g.num_spatial_axes() == 2 {
+        g.out_spatial()
+    } else {
+        g.col_len()
+    }
+}
+
+/// im2col of one image into the forward GEMM's packed B: per group, the
+/// kd × p column matrix in NR-position panels.
+fn im2col_packed(g: &ConvGeometry, x: &[f32], out: &mut [f32], scratch: &mut [f32]) {
+    let d = Dims::new(g);
+    let glen = d.col_packed();
+    let out = &mut out[..d.group * glen];
+    let (full, tail) = (d.p / NR, d.p % NR);
+    with_rows(g, x, scratch, |r, row| {
+        let (gi, kk) = (r / d.kd, r % d.kd);
+        let base = gi * glen + kk * NR;
+        let mut chunks = row.chunks_exact(NR);
+        for (panel, src) in (&mut chunks).enumerate() {
+            let off = base + panel * d.kd * NR;
+            let dst: &mut [f32; NR] = (&mut out[off..off + NR]).try_into().unwrap();
+            *dst = src.try_into().unwrap();
+        }
+        if tail > 0 {
+            let off = base + full * d.kd * NR;
+            let dst = &mut out[off..off + NR];
+            dst[..tail].copy_from_slice(chunks.remainder());
+            dst[tail..].fill(0.0);
+        }
+    });
+}
+
+/// im2col of one image into the filter gradient's packed B: per group,
+/// the transposed column matrix (p × kd) in NR-row panels, i.e.
+/// column-matrix row `kk` goes to lane `kk % NR` of panel `kk / NR`.
+fn im2col_packed_t(g: &ConvGeometry, x: &[f32], out: &mut [f32], scratch: &mut [f32]) {
+    let d = Dims::new(g);
+    let glen = d.colt_packed();
+    let out = &mut out[..d.group * glen];
+    let (last, tail) = (d.kd / NR, d.kd % NR);
+    if tail != 0 {
+        // Lanes past kd in the last panel stay zero.
+        for gout in out.chunks_exact_mut(glen) {
+            for lanes in gout[last * d.p * NR..].chunks_exact_mut(NR) {
+                lanes[tail..].fill(0.0);
+            }
+        }
+    }
+    with_rows(g, x, scratch, |r, row| {
+        let (gi, kk) = (r / d.kd, r % d.kd);
+        let off = gi * glen + (kk / NR) * d.p * NR + kk % NR;
+        let dst = &mut out[off..off + (d.p - 1) * NR + 1];
+        for (v, &s) in dst.iter_mut().step_by(NR).zip(row) {
+            *v = s;
+        }
+    });
+}
+
+/// A forward pass without im2col, for 2-D convolutions with unit stride
+/// along the width whose output rows are a multiple of 8 wide: the GEMM
+/// reads the image (zero-padded into a worker buffer when `pad` > 0) in
+/// place through an offset table (`packed::gemm_indirect`).
+#[derive(Debug, Clone)]
+struct Direct {
+    g2: Geo2,
+    /// Padded plane size.
+    hp: usize,
+    wp: usize,
+    /// Offset of kernel tap `kk` (channel of the group, ki, kj) in the
+    /// padded image of the group.
+    off: Vec<usize>,
+    /// Start of each run of 8 output positions in the padded plane.
+    halves: Vec<usize>,
+}
+
+impl Direct {
+    /// The forward's plan, if it applies.
+    fn new(g: &ConvGeometry) -> Option<Direct> {
+        Direct::taps(g).filter(|d| d.g2.ow.is_multiple_of(8))
+    }
+    /// The tap offsets alone (the filter gradient needs no runs of 8):
+    /// 2-D, unit stride along the width, not 1×1.
+    fn taps(g: &ConvGeometry) -> Option<Direct> {
+        let g2 = Geo2::new(g)?;
+        if g2.sw != 1 || g.is_1x1() {
+            return None;
+        }
+        let (hp, wp) = (g2.ih + 2 * g2.ph as usize, g2.iw + 2 * g2.pw as usize);
+        let cg = g.in_channels / g.group;
+        let mut off = Vec::with_capacity(g.kernel_dim());
+        for c in 0..cg {
+            for ki in 0..g2.kh {
+                for kj in 0..g2.kw {
+                    off.push(c * hp * wp + ki * g2.dh * wp + kj * g2.dw);
+                }
+            }
+        }
+        let runs = if g2.ow.is_multiple_of(8) {
+            g.out_spatial() / 8
+        } else {
+            0
+        };
+        let halves = (0..runs)
+            .map(|t| (8 * t / g2.ow) * g2.sh * wp + 8 * t % g2.ow)
+            .collect();
+        Some(Direct {
+            g2,
+            hp,
+            wp,
+            off,
+            halves,
+        })
+    }
+    fn padded(&self) -> bool {
+        self.g2.ph > 0 || self.g2.pw > 0
+    }
+    /// Worker scratch: the padded image.
+    fn scratch_len(&self, g: &ConvGeometry) -> usize {
+        if self.padded() {
+            g.in_channels * self.hp * self.wp
+        } else {
+            0
+        }
+    }
+    /// The inverse of `pad_image`: the interior of `padded` into `x`.
+    fn crop_image(&self, padded: &[f32], channels: usize, x: &mut [f32]) {
+        let (ih, iw) = (self.g2.ih, self.g2.iw);
+        let (ph, pw) = (self.g2.ph as usize, self.g2.pw as usize);
+        let planes = padded[..channels * self.hp * self.wp].chunks_exact(self.hp * self.wp);
+        for (src, dst) in planes.zip(x.chunks_exact_mut(ih * iw)) {
+            let rows = src[ph * self.wp..(ph + ih) * self.wp].chunks_exact(self.wp);
+            for (s, d) in rows.zip(dst.chunks_exact_mut(iw)) {
+                copy_short(d, &s[pw..pw + iw]);
+            }
+        }
+    }
+
+    /// Image `x` with its zero border, into `out`.
+    fn pad_image(&self, x: &[f32], channels: usize, out: &mut [f32]) {
+        let (ih, iw) = (self.g2.ih, self.g2.iw);
+        let (ph, pw) = (self.g2.ph as usize, self.g2.pw as usize);
+        let out = &mut out[..channels * self.hp * self.wp];
+        for (src, dst) in x
+            .chunks_exact(ih * iw)
+            .zip(out.chunks_exact_mut(self.hp * self.wp))
+        {
+            dst[..ph * self.wp].fill(0.0);
+            dst[(ph + ih) * self.wp..].fill(0.0);
+            let rows = dst[ph * self.wp..(ph + ih) * self.wp].chunks_exact_mut(self.wp);
+            for (s, d) in src.chunks_exact(iw).zip(rows) {
+                d[..pw].fill(0.0);
+                copy_short(&mut d[pw..pw + iw], s);
+                d[pw + iw..].fill(0.0);
+            }
+        }
+    }
+}
+
+/// A convolution's data gradient as a forward convolution (unit stride and
+/// dilation, 2-D): dy padded by `k − 1 − pad` correlated with the weights
+/// flipped and transposed, when that forward can run `Direct`ly.
+fn transposed(g: &ConvGeometry) -> Option<ConvGeometry> {
+    if g.num_spatial_axes() != 2
+        || g.is_1x1()
+        || g.stride.iter().chain(&g.dilation).any(|&v| v != 1)
+        || (0..2).any(|d| g.pad[d] >= g.kernel[d])
+    {
+        return None;
+    }
+    let gt = ConvGeometry {
+        in_channels: g.out_channels,
+        in_shape: g.out_shape.clone(),
+        out_channels: g.in_channels,
+        out_shape: g.in_shape.clone(),
+        kernel: g.kernel.clone(),
+        stride: vec![1, 1],
+        pad: (0..2).map(|d| g.kernel[d] - 1 - g.pad[d]).collect(),
+        dilation: vec![1, 1],
+        group: g.group,
+    };
+    Direct::new(&gt).map(|_| gt)
+}
+
+/// Pack the weights of `g` as the forward GEMM's A, one group after the
+/// other (`a_len(ocg, kd)` values each).
+fn pack_weights(g: &ConvGeometry, w: &[f32], out: &mut [f32]) {
+    let d = Dims::new(g);
+    let alen = packed::a_len(d.ocg, d.kd);
+    for gi in 0..d.group {
+        let wg = &w[gi * d.ocg * d.kd..];
+        packed::pack_a(d.ocg, d.kd, wg, d.kd, 1, &mut out[gi * alen..]);
+    }
+}
+
+/// Weights `(o, c, t)` of `g` as those of its `transposed` geometry:
+/// `(c, o, ks − 1 − t)` per group (flipped taps), packed like
+/// `pack_weights` does for `gt`.
+fn pack_weights_transposed(g: &ConvGeometry, gt: &ConvGeometry, w: &[f32], out: &mut [f32]) {
+    let d = Dims::new(g);
+    let ks = g.kernel_size();
+    let cg = d.kd / ks;
+    let mut wt = vec![0f32; g.weight_len()];
+    for gi in 0..d.group {
+        let (src, dst) = (&w[gi * d.ocg * d.kd..], &mut wt[gi * d.ocg * d.kd..]);
+        for o in 0..d.ocg {
+            for c in 0..cg {
+                for t in 0..ks {
+                    dst[(c * d.ocg + o) * ks + ks - 1 - t] = src[(o * cg + c) * ks + t];
+                }
+            }
+        }
+    }
+    pack_weights(gt, &wt, out);
+}
+
+/// `y = W ⊛ x (+ bias)` for `num` images, the weights packed by
+/// `pack_weights`: `Direct` where it applies, else im2col into packed B.
+#[allow(clippy::too_many_arguments)]
+fn forward_images(
+    g: &ConvGeometry,
+    num: usize,
+    x: &[f32],
+    pw: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    workers: &Workers,
+) {
+    let (id, od) = (g.in_dim(), g.out_dim());
+    let d = Dims::new(g);
+    let alen = packed::a_len(d.ocg, d.kd);
+    let glen = d.col_packed();
+    let direct = Direct::new(g);
+    per_image(num, od, y, workers, |n, yn, buf| {
+        let xn = &x[n * id..(n + 1) * id];
+        if let Some(dr) = &direct {
+            let src: &[f32] = if dr.padded() {
+                dr.pad_image(xn, g.in_channels, buf);
+                buf
+            } else {
+                xn
+            };
+            let cg = g.in_channels / d.group;
+            for gi in 0..d.group {
+                packed::gemm_indirect(
+                    d.ocg,
+                    d.p,
+                    d.kd,
+                    &pw[gi * alen..],
+                    &src[gi * cg * dr.hp * dr.wp..],
+                    &dr.off,
+                    &dr.halves,
+                    &mut yn[gi * d.ocg * d.p..],
+                    d.p,
+                    false,
+                );
+            }
+        } else {
+            if g.is_1x1() {
+                for gi in 0..d.group {
+                    let xg = &xn[gi * d.kd * d.p..];
+                    packed::pack_b(d.kd, d.p, xg, d.p, 1, &mut buf[gi * glen..]);
+                }
+            } else {
+                let (cols, scratch) = buf.split_at_mut(d.group * glen);
+                im2col_packed(g, xn, cols, scratch);
+            }
+            for gi in 0..d.group {
+                packed::gemm(
+                    d.ocg,
+                    d.p,
+                    d.kd,
+                    &pw[gi * alen..],
+                    &buf[gi * glen..],
+                    &mut yn[gi * d.ocg * d.p..],
+                    d.p,
+                    false,
+                );
+            }
+        }
+        if let Some(b) = bias {
+            for (row, &bv) in yn.chunks_mut(d.p).zip(b) {
+                row.iter_mut().for_each(|v| *v += bv);
+            }
+        }
+    });
+}
+
+/// Worker scratch of `filter_direct`: the padded image, one group's
+/// packed dyᵀ, and a dWᵀ accumulator for the one-worker plan.
+fn filter_direct_len(g: &ConvGeometry, dr: &Direct) -> usize {
+    let d = Dims::new(g);
+    dr.scratch_len(g) + packed::b_len(d.p, d.ocg) + g.weight_len()
+}
+
+/// `dwt += Σ_{n in range} (dy_n ⋆ x_n)ᵀ` without a column matrix: per
+/// group, `dWᵀ (kd × ocg) += taps(x_n) · dy_nᵀ`, the taps read in place
+/// (`packed::gemm_rows_indirect`). `dwt` holds dWᵀ group after group.
+fn filter_direct<'a>(
+    g: &ConvGeometry,
+    dr: &Direct,
+    range: std::ops::Range<usize>,
+    image: &impl Fn(usize) -> (&'a [f32], &'a [f32]),
+    buf: &mut [f32],
+    dwt: &mut [f32],
+) {
+    let d = Dims::new(g);
+    let (padded, rest) = buf.split_at_mut(dr.scratch_len(g));
+    let pdy = &mut rest[..packed::b_len(d.p, d.ocg)];
+    let cg = g.in_channels / d.group;
+    for n in range {
+        let (xn, dyn_) = image(n);
+        let src: &[f32] = if dr.padded() {
+            dr.pad_image(xn, g.in_channels, padded);
+            padded
+        } else {
+            xn
+        };
+        for gi in 0..d.group {
+            // B(q, o) = dy[o·p + q]
+            packed::pack_b(d.p, d.ocg, &dyn_[gi * d.ocg * d.p..], 1, d.p, pdy);
+            packed::gemm_rows_indirect(
+                d.kd,
+                d.ocg,
+                dr.g2.oh,
+                dr.g2.ow,
+                dr.g2.sh * dr.wp,
+                &src[gi * cg * dr.hp * dr.wp..],
+                &dr.off,
+                pdy,
+                &mut dwt[gi * d.kd * d.ocg..],
+                d.ocg,
+            );
+        }
+    }
+}
+
+/// `dw += dwtᵀ` per group (`dwt` as `filter_direct` leaves it).
+fn add_transposed(g: &ConvGeometry, dwt: &[f32], dw: &mut [f32]) {
+    let d = Dims::new(g);
+    let gl = d.ocg * d.kd;
+    for (t, w) in dwt[..g.weight_len()]
+        .chunks_exact(gl)
+        .zip(dw.chunks_exact_mut(gl))
+    {
+        for (o, wrow) in w.chunks_exact_mut(d.kd).enumerate() {
+            for (kk, v) in wrow.iter_mut().enumerate() {
+                *v += t[kk * d.ocg + o];
+            }
+        }
+    }
 }
 
 /// Σ v with eight accumulators (vectorisable).
@@ -193,72 +763,116 @@ fn sum(v: &[f32]) -> f32 {
     s
 }
 
-/// How a pass over `num` images is spread over rayon's threads: `cols`
-/// column buffers (one per concurrently running image, handed out per
-/// thread) and, for the filter gradient, `parts` fixed image ranges with one
-/// partial sum each. Fixed ranges summed in order keep the result
-/// independent of scheduling; the images themselves are scheduled
-/// dynamically, so a busy core does not stall the pass.
+/// Workspace regions start on 64-byte boundaries (whole cache lines for
+/// the packed panels): sizes are rounded to this many values.
+const ALIGN: usize = 16;
+
+/// How a pass over `num` images uses the workspace: the packed weights
+/// (`shared`, written once per pass), one buffer per concurrently running
+/// image (`workers`, handed out per thread) and, for the filter gradient,
+/// `parts` fixed image ranges with one partial sum each. Fixed ranges
+/// summed in order keep the result independent of scheduling; the images
+/// themselves are scheduled dynamically, so a busy core does not stall the
+/// pass.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Plan {
-    cols: usize,
-    col_len: usize,
+    shared_len: usize,
+    workers: usize,
+    worker_len: usize,
     parts: usize,
+    part_len: usize,
 }
 
 impl Plan {
     fn new(g: &ConvGeometry, num: usize) -> Plan {
         let threads = rayon::current_num_threads();
-        let cols = num.min(threads).max(1);
-        let parts = if cols > 1 { num.min(4 * threads) } else { 1 };
-        Plan::with(g, cols, parts)
+        let workers = num.min(threads).max(1);
+        let parts = if workers > 1 { num.min(4 * threads) } else { 1 };
+        Plan::with(g, workers, parts)
     }
-    /// One column buffer, no partials: the smallest plan.
-    fn minimal(g: &ConvGeometry) -> Plan {
-        Plan::with(g, 1, 1)
-    }
-    fn with(g: &ConvGeometry, cols: usize, parts: usize) -> Plan {
+    fn with(g: &ConvGeometry, workers: usize, parts: usize) -> Plan {
+        let d = Dims::new(g);
+        let col = if g.is_1x1() { 0 } else { g.col_len() };
+        // forward: packed columns; filter: packed transposed columns plus
+        // one group's packed dy; data: dy packed as B plus the columns.
+        let rows = if g.is_1x1() { 0 } else { rows_scratch_len(g) };
+        let forward = match Direct::new(g) {
+            Some(dr) => dr.scratch_len(g),
+            None => d.group * d.col_packed() + rows,
+        };
+        let filter = match Direct::taps(g) {
+            Some(dr) => filter_direct_len(g, &dr),
+            None => d.group * d.colt_packed() + rows.max(packed::a_len(d.ocg, d.p)),
+        };
+        let mut weights = packed::a_len(d.ocg, d.kd).max(packed::a_len(d.kd, d.ocg));
+        let data = match transposed(g) {
+            Some(gt) => {
+                let dt = Dims::new(&gt);
+                weights = weights.max(packed::a_len(dt.ocg, dt.kd));
+                Direct::new(&gt).map_or(0, |dr| dr.scratch_len(&gt))
+            }
+            None => match Direct::new(g) {
+                Some(dr) => dr.scratch_len(g) + packed::b_len(d.ocg, d.p),
+                None => col + packed::b_len(d.ocg, d.p),
+            },
+        };
         Plan {
-            cols,
-            // im2col is the identity for 1×1 convolutions: no buffer then.
-            col_len: if g.is_1x1() { 0 } else { g.col_len() },
+            shared_len: (d.group * weights).next_multiple_of(ALIGN),
+            workers,
+            worker_len: forward.max(filter).max(data).next_multiple_of(ALIGN),
             parts,
+            part_len: g.weight_len().next_multiple_of(ALIGN),
         }
     }
-    fn len(&self, wl: usize) -> usize {
-        self.cols * self.col_len + if self.parts > 1 { self.parts * wl } else { 0 }
+    fn len(&self) -> usize {
+        let parts = if self.parts > 1 {
+            self.parts * self.part_len
+        } else {
+            0
+        };
+        ALIGN + self.shared_len + self.workers * self.worker_len + parts
     }
     /// This plan if `ws` holds it (the thread count may differ from the
-    /// one the workspace was sized for), else the minimal one.
-    fn fit(g: &ConvGeometry, num: usize, ws_len: usize) -> Plan {
+    /// one the workspace was sized for), else one worker if that fits.
+    fn fit(g: &ConvGeometry, num: usize, ws_len: usize) -> Option<Plan> {
         let p = Plan::new(g, num);
-        if p.len(g.weight_len()) <= ws_len {
-            p
-        } else {
-            Plan::minimal(g)
+        if p.len() <= ws_len {
+            return Some(p);
         }
+        let p = Plan::with(g, 1, 1);
+        (p.len() <= ws_len).then_some(p)
+    }
+    /// `ws` split into (shared, worker buffers, partial sums), aligned.
+    fn split<'a>(&self, ws: &'a mut [f32]) -> (&'a mut [f32], Workers<'a>, &'a mut [f32]) {
+        let skip = match ws.as_ptr().align_offset(4 * ALIGN) {
+            k if k < ALIGN => k,
+            _ => 0,
+        };
+        let (shared, rest) = ws[skip..].split_at_mut(self.shared_len);
+        let (workers, rest) = rest.split_at_mut(self.workers * self.worker_len);
+        let parts = if self.parts > 1 {
+            self.parts * self.part_len
+        } else {
+            0
+        };
+        (shared, Workers::new(workers, self), &mut rest[..parts])
     }
 }
 
-/// Column buffers shared by the workers of one pass; each running image
-/// takes a free one (its thread's first), so at most `cols` are in use.
-struct ColPool<'a> {
+/// Worker buffers shared by the tasks of one pass; each running image
+/// takes a free one (its thread's first), so at most `workers` are in use.
+struct Workers<'a> {
     bufs: Vec<Mutex<&'a mut [f32]>>,
 }
 
-impl<'a> ColPool<'a> {
+impl<'a> Workers<'a> {
     fn new(ws: &'a mut [f32], plan: &Plan) -> Self {
-        let bufs = if plan.col_len == 0 {
-            (0..plan.cols)
-                .map(|_| Mutex::new(<&mut [f32]>::default()))
-                .collect()
-        } else {
-            ws[..plan.cols * plan.col_len]
-                .chunks_mut(plan.col_len)
+        Workers {
+            bufs: ws
+                .chunks_mut(plan.worker_len.max(1))
                 .map(Mutex::new)
-                .collect()
-        };
-        ColPool { bufs }
+                .collect(),
+        }
     }
     fn with<R>(&self, f: impl FnOnce(&mut [f32]) -> R) -> R {
         let n = self.bufs.len();
@@ -274,103 +888,85 @@ impl<'a> ColPool<'a> {
     }
 }
 
-/// Run `f(image, out_image, col)` for every image: sequentially with one
-/// column buffer, or one rayon task per image.
+/// Run `f(image, out_image, buf)` for every image: sequentially with one
+/// worker buffer, or one rayon task per image.
 fn per_image(
     num: usize,
-    plan: &Plan,
     out_per_image: usize,
     out: &mut [f32],
-    ws: &mut [f32],
+    workers: &Workers,
     f: impl Fn(usize, &mut [f32], &mut [f32]) + Sync,
 ) {
     let out = &mut out[..num * out_per_image];
-    if plan.cols <= 1 {
-        let col = &mut ws[..plan.col_len];
-        for (n, yn) in out.chunks_mut(out_per_image).enumerate() {
-            f(n, yn, col);
-        }
-        return;
+    if workers.bufs.len() <= 1 {
+        return workers.with(|buf| {
+            for (n, yn) in out.chunks_mut(out_per_image.max(1)).enumerate() {
+                f(n, yn, buf);
+            }
+        });
     }
-    let pool = ColPool::new(ws, plan);
-    out.par_chunks_mut(out_per_image)
+    out.par_chunks_mut(out_per_image.max(1))
         .enumerate()
-        .for_each(|(n, yn)| pool.with(|col| f(n, yn, col)));
+        .for_each(|(n, yn)| workers.with(|buf| f(n, yn, buf)));
 }
 
-/// Offsets of group `gi` in the weights, the column buffer and the output.
-struct GroupDims {
-    ocg: usize,
-    kd: usize,
-    s: usize,
-}
-
-impl GroupDims {
-    fn new(g: &ConvGeometry) -> Self {
-        GroupDims {
-            ocg: g.out_channels / g.group,
-            kd: g.kernel_dim(),
-            s: g.out_spatial(),
-        }
-    }
-    fn w(&self, gi: usize) -> usize {
-        gi * self.ocg * self.kd
-    }
-    fn col(&self, gi: usize) -> usize {
-        gi * self.kd * self.s
-    }
-    fn out(&self, gi: usize) -> usize {
-        gi * self.ocg * self.s
-    }
-}
-
-/// dw_part = beta·dw_part + Σ_groups dy_n ⋆ col(x_n) for one image.
+/// dw = dw·[accumulate] + Σ_groups dy_n ⋆ col(x_n) for one image.
 fn filter_image(
     g: &ConvGeometry,
     xn: &[f32],
     dyn_: &[f32],
-    col: &mut [f32],
+    buf: &mut [f32],
     dw: &mut [f32],
-    beta: f32,
+    accumulate: bool,
 ) {
-    let d = GroupDims::new(g);
-    let col: &[f32] = if g.is_1x1() {
-        xn
+    let d = Dims::new(g);
+    let glen = d.colt_packed();
+    // pdy doubles as im2col's row scratch (used before dy is packed).
+    let (colt, pdy) = buf.split_at_mut(d.group * glen);
+    if g.is_1x1() {
+        // The columns are the image: Bᵀ is x's group rows, transposed.
+        for gi in 0..d.group {
+            packed::pack_b(
+                d.p,
+                d.kd,
+                &xn[gi * d.kd * d.p..],
+                1,
+                d.p,
+                &mut colt[gi * glen..],
+            );
+        }
     } else {
-        im2col_host(g, xn, col);
-        col
-    };
-    for gi in 0..g.group {
-        sgemm(
-            false,
-            true,
+        im2col_packed_t(g, xn, colt, pdy);
+    }
+    for gi in 0..d.group {
+        packed::pack_a(d.ocg, d.p, &dyn_[gi * d.ocg * d.p..], d.p, 1, pdy);
+        packed::gemm(
             d.ocg,
             d.kd,
-            d.s,
-            1.0,
-            &dyn_[d.out(gi)..],
-            &col[d.col(gi)..],
-            beta,
-            &mut dw[d.w(gi)..],
+            d.p,
+            pdy,
+            &colt[gi * glen..],
+            &mut dw[gi * d.ocg * d.kd..],
+            d.kd,
+            accumulate,
         );
     }
 }
 
-/// dw = first_beta·dw + Σ over `range` of the images' filter gradients,
-/// image after image.
+/// Accumulate the filter gradients of the images in `range`, image after
+/// image, into `dw` (overwriting it first unless `accumulate`).
 fn filter_range<'a>(
     g: &ConvGeometry,
     range: std::ops::Range<usize>,
     image: &impl Fn(usize) -> (&'a [f32], &'a [f32]),
-    col: &mut [f32],
+    buf: &mut [f32],
     dw: &mut [f32],
-    first_beta: f32,
+    accumulate: bool,
 ) {
     let start = range.start;
     for n in range {
         let (xn, dyn_) = image(n);
-        let beta = if n == start { first_beta } else { 1.0 };
-        filter_image(g, xn, dyn_, col, dw, beta);
+        filter_image(g, xn, dyn_, buf, dw, accumulate || n > start);
     }
 }
 
@@ -383,10 +979,10 @@ impl ConvOps for CpuBackend {
         col2im_host(g, col.host(g.col_len()), x.host(g.in_dim()));
     }
 
-    /// Column buffers for the concurrently running images, plus one
+    /// Packed weights, one buffer per concurrently running image, plus one
     /// weight-gradient partial per fixed image range (see `Plan`).
     fn conv_workspace_len(&self, g: &ConvGeometry, num: usize) -> usize {
-        Plan::new(g, num).len(g.weight_len())
+        Plan::new(g, num).len()
     }
 
     fn conv_forward(
@@ -399,41 +995,16 @@ impl ConvOps for CpuBackend {
         mut y: ViewMut,
         mut ws: ViewMut,
     ) {
+        let Some(plan) = Plan::fit(g, num, ws.host_rest().len()) else {
+            return generic::conv_forward(self, g, num, x, w, bias, y, ws);
+        };
         let (id, od) = (g.in_dim(), g.out_dim());
-        let d = GroupDims::new(g);
         let x = x.host(num * id);
         let w = w.host(g.weight_len());
         let bias = bias.map(|b| b.host(g.out_channels));
-        let ws = ws.host_rest();
-        let plan = Plan::fit(g, num, ws.len());
-        per_image(num, &plan, od, y.host(num * od), ws, |n, yn, col| {
-            let xn = &x[n * id..(n + 1) * id];
-            let col: &[f32] = if g.is_1x1() {
-                xn
-            } else {
-                im2col_host(g, xn, col);
-                col
-            };
-            for gi in 0..g.group {
-                sgemm(
-                    false,
-                    false,
-                    d.ocg,
-                    d.s,
-                    d.kd,
-                    1.0,
-                    &w[d.w(gi)..],
-                    &col[d.col(gi)..],
-                    0.0,
-                    &mut yn[d.out(gi)..],
-                );
-            }
-            if let Some(b) = bias {
-                for (row, &bv) in yn.chunks_mut(d.s).zip(b) {
-                    row.iter_mut().for_each(|v| *v += bv);
-                }
-            }
-        });
+        let (pw, workers, _) = plan.split(ws.host_rest());
+        pack_weights(g, w, pw);
+        forward_images(g, num, x, pw, bias, y.host(num * od), &workers);
     }
 
     fn conv_backward_data(
@@ -445,28 +1016,67 @@ impl ConvOps for CpuBackend {
         mut dx: ViewMut,
         mut ws: ViewMut,
     ) {
+        let Some(plan) = Plan::fit(g, num, ws.host_rest().len()) else {
+            return generic::conv_backward_data(self, g, num, dy, w, dx, ws);
+        };
         let (id, od) = (g.in_dim(), g.out_dim());
-        let d = GroupDims::new(g);
+        let d = Dims::new(g);
         let dy = dy.host(num * od);
         let w = w.host(g.weight_len());
-        let ws = ws.host_rest();
-        let plan = Plan::fit(g, num, ws.len());
-        per_image(num, &plan, id, dx.host(num * id), ws, |n, dxn, col| {
+        let (pwt, workers, _) = plan.split(ws.host_rest());
+        if let Some(gt) = transposed(g) {
+            pack_weights_transposed(g, &gt, w, pwt);
+            return forward_images(&gt, num, dy, pwt, None, dx.host(num * id), &workers);
+        }
+        // A = Wᵀ per group: element (i, o) = w[o·kd + i].
+        let alen = packed::a_len(d.kd, d.ocg);
+        for gi in 0..d.group {
+            let wg = &w[gi * d.ocg * d.kd..];
+            packed::pack_a(d.kd, d.ocg, wg, 1, d.kd, &mut pwt[gi * alen..]);
+        }
+        let pwt = &*pwt;
+        if let Some(dr) = Direct::new(g) {
+            // col2im fused into the GEMM: each tile of the column matrix
+            // is added straight into the (padded) image.
+            let cg = g.in_channels / d.group;
+            let plane = dr.hp * dr.wp;
+            return per_image(num, id, dx.host(num * id), &workers, |n, dxn, buf| {
+                let dyn_ = &dy[n * od..(n + 1) * od];
+                let (img, pdy) = buf.split_at_mut(dr.scratch_len(g));
+                let dst: &mut [f32] = if dr.padded() { img } else { &mut *dxn };
+                dst.fill(0.0);
+                for gi in 0..d.group {
+                    packed::pack_b(d.ocg, d.p, &dyn_[gi * d.ocg * d.p..], d.p, 1, pdy);
+                    packed::gemm_scatter(
+                        d.kd,
+                        d.p,
+                        d.ocg,
+                        &pwt[gi * alen..],
+                        pdy,
+                        &mut dst[gi * cg * plane..],
+                        &dr.off,
+                        &dr.halves,
+                    );
+                }
+                if dr.padded() {
+                    dr.crop_image(img, g.in_channels, dxn);
+                }
+            });
+        }
+        let col_len = if g.is_1x1() { 0 } else { g.col_len() };
+        per_image(num, id, dx.host(num * id), &workers, |n, dxn, buf| {
             let dyn_ = &dy[n * od..(n + 1) * od];
-            let dst: &mut [f32] = if g.is_1x1() { &mut *dxn } else { &mut *col };
-            for gi in 0..g.group {
-                sgemm(
-                    true,
-                    false,
-                    d.kd,
-                    d.s,
-                    d.ocg,
-                    1.0,
-                    &w[d.w(gi)..],
-                    &dyn_[d.out(gi)..],
-                    0.0,
-                    &mut dst[d.col(gi)..],
-                );
+            let (col, pdy) = buf.split_at_mut(col_len);
+            for gi in 0..d.group {
+                let dyg = &dyn_[gi * d.ocg * d.p..];
+                packed::pack_b(d.ocg, d.p, dyg, d.p, 1, pdy);
+                // 1×1: the columns are the image, so dx is written directly.
+                let dst = if g.is_1x1() {
+                    &mut dxn[gi * d.kd * d.p..]
+                } else {
+                    &mut col[gi * d.kd * d.p..]
+                };
+                packed::gemm(d.kd, d.p, d.ocg, &pwt[gi * alen..], pdy, dst, d.p, false);
             }
             if !g.is_1x1() {
                 col2im_host(g, col, dxn);
@@ -483,33 +1093,60 @@ impl ConvOps for CpuBackend {
         mut dw: ViewMut,
         mut ws: ViewMut,
     ) {
+        let Some(plan) = Plan::fit(g, num, ws.host_rest().len()) else {
+            return generic::conv_backward_filter(self, g, num, x, dy, dw, ws);
+        };
         let (id, od, wl) = (g.in_dim(), g.out_dim(), g.weight_len());
         let x = x.host(num * id);
         let dy = dy.host(num * od);
         let dw = dw.host(wl);
-        let ws = ws.host_rest();
-        let plan = Plan::fit(g, num, ws.len());
+        let (_, workers, parts) = plan.split(ws.host_rest());
         let image = |n: usize| (&x[n * id..(n + 1) * id], &dy[n * od..(n + 1) * od]);
+        if let Some(dr) = Direct::taps(g) {
+            // dWᵀ sums (zeroed), added to dw transposed: the whole batch
+            // for one worker, else fixed image ranges reduced in order.
+            if plan.parts <= 1 {
+                return workers.with(|buf| {
+                    let (buf, dwt) = buf.split_at_mut(filter_direct_len(g, &dr) - wl);
+                    let dwt = &mut dwt[..wl];
+                    dwt.fill(0.0);
+                    filter_direct(g, &dr, 0..num, &image, buf, dwt);
+                    add_transposed(g, dwt, dw);
+                });
+            }
+            let per = num.div_ceil(plan.parts);
+            let used = num.div_ceil(per);
+            let pl = plan.part_len;
+            parts[..used * pl]
+                .par_chunks_mut(pl)
+                .enumerate()
+                .for_each(|(k, part)| {
+                    let range = k * per..((k + 1) * per).min(num);
+                    part.fill(0.0);
+                    workers.with(|buf| filter_direct(g, &dr, range, &image, buf, part));
+                });
+            for part in parts[..used * pl].chunks(pl) {
+                add_transposed(g, part, dw);
+            }
+            return;
+        }
         if plan.parts <= 1 {
             // Caffe's order: accumulate image after image into dw.
-            let col = &mut ws[..plan.col_len];
-            filter_range(g, 0..num, &image, col, dw, 1.0);
-            return;
+            return workers.with(|buf| filter_range(g, 0..num, &image, buf, dw, true));
         }
         let per = num.div_ceil(plan.parts);
         let used = num.div_ceil(per);
-        let (cols, parts) = ws[..plan.len(wl)].split_at_mut(plan.cols * plan.col_len);
-        let pool = ColPool::new(cols, &plan);
-        parts[..used * wl]
-            .par_chunks_mut(wl)
+        let pl = plan.part_len;
+        parts[..used * pl]
+            .par_chunks_mut(pl)
             .enumerate()
             .for_each(|(k, part)| {
                 let range = k * per..((k + 1) * per).min(num);
-                pool.with(|col| filter_range(g, range, &image, col, part, 0.0));
+                workers.with(|buf| filter_range(g, range, &image, buf, &mut part[..wl], false));
             });
         // Fixed-order reduction: dw += part_0 + part_1 + ...
-        for part in parts[..used * wl].chunks(wl) {
-            for (a, &p) in dw.iter_mut().zip(part) {
+        for part in parts[..used * pl].chunks(pl) {
+            for (a, &p) in dw.iter_mut().zip(&part[..wl]) {
                 *a += p;
             }
         }
@@ -839,7 +1476,7 @@ mod tests {
         };
         let full = run(be.conv_workspace_len(&g, num));
         assert_eq!(full, run(be.conv_workspace_len(&g, num)));
-        // A workspace with room for one column buffer only runs sequentially.
+        // A workspace too small for the CPU plan runs the generic passes.
         close(&run(g.col_len()), &full, 1e-5);
         // Other thread counts give other ranges, the same sums.
         let one = rayon::ThreadPoolBuilder::new()

@@ -1,10 +1,12 @@
-//! The CPU backend: GEMM through the `gemm` crate, rayon across batch items
-//! and channels, plain loops elsewhere.
+//! The CPU backend: GEMM through the `gemm` crate (a packed micro-kernel of
+//! our own for the convolution passes), rayon across batch items and
+//! channels, plain loops elsewhere.
 mod conv;
 mod eltwise;
 mod lrn;
 mod math;
 mod norm;
+mod packed;
 mod pool;
 mod recurrent;
 mod shape;

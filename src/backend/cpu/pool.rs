@@ -14,20 +14,23 @@ fn min_planes(g: &PoolGeometry) -> usize {
 
 /// Window `[start, end)` of output index `o` along one axis, clipped to the
 /// image, and Caffe's AVE divisor extent (clipped to the padded size only).
+/// A window past the image (possible without padding when stride > kernel)
+/// is empty, and its extent is Caffe's, negative: AVE then gives −0.
 #[inline]
-fn window(o: usize, stride: usize, pad: usize, k: usize, size: usize) -> (usize, usize, usize) {
+fn window(o: usize, stride: usize, pad: usize, k: usize, size: usize) -> (usize, usize, i64) {
     let start = (o * stride) as i64 - pad as i64;
     let padded_end = (start + k as i64).min((size + pad) as i64);
-    let extent = (padded_end - start) as usize;
+    let extent = padded_end - start;
     let end = (start + k as i64).min(size as i64);
-    (start.max(0) as usize, end.max(0) as usize, extent)
+    let start = start.clamp(0, size as i64) as usize;
+    (start, (end.max(0) as usize).max(start), extent)
 }
 
 /// The windows of every output row and column, computed once per call
 /// rather than once per output value.
 struct Windows {
-    h: Vec<(usize, usize, usize)>,
-    w: Vec<(usize, usize, usize)>,
+    h: Vec<(usize, usize, i64)>,
+    w: Vec<(usize, usize, i64)>,
 }
 
 impl Windows {
@@ -43,7 +46,27 @@ impl Windows {
     }
 }
 
+/// MAX pooling of one plane, output after output (Caffe's loop): the
+/// first maximum in row-major order wins (strict `>`).
 fn max_plane(g: &PoolGeometry, win: &Windows, x: &[f32], y: &mut [f32], mask: &mut [f32]) {
+    match (g.kernel_h, g.kernel_w) {
+        (2, 2) => max_plane_k::<2, 2>(g, win, x, y, mask),
+        (3, 3) => max_plane_k::<3, 3>(g, win, x, y, mask),
+        _ => max_plane_k::<0, 0>(g, win, x, y, mask),
+    }
+}
+
+/// `max_plane` with whole KH×KW windows unrolled (the common kernels);
+/// clipped windows, and every window when KH = 0, take the general loop.
+#[inline(always)]
+fn max_plane_k<const KH: usize, const KW: usize>(
+    g: &PoolGeometry,
+    win: &Windows,
+    x: &[f32],
+    y: &mut [f32],
+    mask: &mut [f32],
+) {
+    let w = g.width;
     let x = &x[..g.in_plane()];
     let rows = y
         .chunks_mut(g.pooled_width)
@@ -51,14 +74,24 @@ fn max_plane(g: &PoolGeometry, win: &Windows, x: &[f32], y: &mut [f32], mask: &m
     for (&(hs, he, _), (yr, mr)) in win.h.iter().zip(rows) {
         for ((&(ws, we, _), yv), mv) in win.w.iter().zip(yr.iter_mut()).zip(mr.iter_mut()) {
             let (mut best, mut arg) = (-f32::MAX, -1i64);
-            for h in hs..he {
-                let row = h * g.width;
-                for (w, &v) in x[row + ws..row + we].iter().enumerate() {
-                    // Strict `>`: the first maximum in row-major order wins.
-                    // Written as selects (random data defeats branch prediction).
-                    let gt = v > best;
-                    best = if gt { v } else { best };
-                    arg = if gt { (row + ws + w) as i64 } else { arg };
+            // Selects, not branches: random data defeats branch prediction.
+            let mut take = |v: f32, i: usize| {
+                let gt = v > best;
+                best = if gt { v } else { best };
+                arg = if gt { i as i64 } else { arg };
+            };
+            if KH > 0 && he - hs == KH && we - ws == KW {
+                let win = &x[hs * w + ws..(hs + KH - 1) * w + ws + KW];
+                for r in 0..KH {
+                    for (c, &v) in win[r * w..r * w + KW].iter().enumerate() {
+                        take(v, (hs + r) * w + ws + c);
+                    }
+                }
+            } else {
+                for h in hs..he {
+                    for (c, &v) in x[h * w + ws..h * w + we].iter().enumerate() {
+                        take(v, h * w + ws + c);
+                    }
                 }
             }
             *yv = best;
@@ -67,14 +100,41 @@ fn max_plane(g: &PoolGeometry, win: &Windows, x: &[f32], y: &mut [f32], mask: &m
     }
 }
 
+/// AVE pooling of one plane (Caffe's loop: the window's values summed row
+/// by row, divided by the padded window size).
 fn ave_plane(g: &PoolGeometry, win: &Windows, x: &[f32], y: &mut [f32]) {
+    match (g.kernel_h, g.kernel_w) {
+        (2, 2) => ave_plane_k::<2, 2>(g, win, x, y),
+        (3, 3) => ave_plane_k::<3, 3>(g, win, x, y),
+        _ => ave_plane_k::<0, 0>(g, win, x, y),
+    }
+}
+
+/// `ave_plane` with whole KH×KW windows unrolled, like `max_plane_k`.
+#[inline(always)]
+fn ave_plane_k<const KH: usize, const KW: usize>(
+    g: &PoolGeometry,
+    win: &Windows,
+    x: &[f32],
+    y: &mut [f32],
+) {
+    let w = g.width;
     let x = &x[..g.in_plane()];
     for (&(hs, he, eh), yr) in win.h.iter().zip(y.chunks_mut(g.pooled_width)) {
         for (&(ws, we, ew), yv) in win.w.iter().zip(yr.iter_mut()) {
             let mut s = 0f32;
-            for h in hs..he {
-                for &v in &x[h * g.width + ws..h * g.width + we] {
-                    s += v;
+            if KH > 0 && he - hs == KH && we - ws == KW {
+                let win = &x[hs * w + ws..(hs + KH - 1) * w + ws + KW];
+                for r in 0..KH {
+                    for &v in &win[r * w..r * w + KW] {
+                        s += v;
+                    }
+                }
+            } else {
+                for h in hs..he {
+                    for &v in &x[h * w + ws..h * w + we] {
+                        s += v;
+                    }
                 }
             }
             *yv = s / (eh * ew) as f32;
@@ -82,17 +142,34 @@ fn ave_plane(g: &PoolGeometry, win: &Windows, x: &[f32], y: &mut [f32]) {
     }
 }
 
+/// AVE backward of one plane: each output's `dy / pool_size` added over its
+/// window, outputs in order (Caffe's accumulation order).
 fn ave_plane_backward(g: &PoolGeometry, win: &Windows, dy: &[f32], dx: &mut [f32]) {
+    let (w, pw) = (g.width, g.pooled_width);
     let dx = &mut dx[..g.in_plane()];
     dx.fill(0.0);
-    for (&(hs, he, eh), dr) in win.h.iter().zip(dy.chunks(g.pooled_width)) {
+    for (&(hs, he, eh), dr) in win.h.iter().zip(dy.chunks_exact(pw)) {
         for (&(ws, we, ew), &dv) in win.w.iter().zip(dr) {
             let d = dv / (eh * ew) as f32;
             for h in hs..he {
-                for v in &mut dx[h * g.width + ws..h * g.width + we] {
+                for v in &mut dx[h * w + ws..h * w + we] {
                     *v += d;
                 }
             }
+        }
+    }
+}
+
+/// MAX backward of one plane: route each `dy` to its mask position (a
+/// mask of −1, or out of range, routes nothing).
+fn max_plane_backward(dy: &[f32], mask: &[f32], dx: &mut [f32]) {
+    dx.fill(0.0);
+    let n = dx.len();
+    for (&d, &i) in dy.iter().zip(mask) {
+        // `as` saturates: −1 → 0 is excluded by the sign test.
+        let k = i as usize;
+        if i >= 0.0 && k < n {
+            dx[k] += d;
         }
     }
 }
@@ -132,15 +209,7 @@ impl PoolOps for CpuBackend {
         dx.par_chunks_mut(ip)
             .zip(dy.par_chunks(op).zip(mask.par_chunks(op)))
             .with_min_len(min_planes(g))
-            .for_each(|(dx, (dy, m))| {
-                dx.fill(0.0);
-                for (&d, &i) in dy.iter().zip(m) {
-                    // A mask of −1 (nothing won) routes nothing.
-                    if i >= 0.0 && (i as usize) < ip {
-                        dx[i as usize] += d;
-                    }
-                }
-            });
+            .for_each(|(dx, (dy, m))| max_plane_backward(dy, m, dx));
     }
 
     fn ave_pool_forward(&self, g: &PoolGeometry, planes: usize, x: View, mut y: ViewMut) {

@@ -4,6 +4,7 @@ use std::cmp::Ordering;
 
 use rayon::prelude::*;
 
+use super::softmax::caffe_max;
 use super::{CpuBackend, PAR_MIN};
 use crate::backend::shape::{ArgMaxOut, Reduce, ShapeOps};
 use crate::backend::{Unary, View, ViewMut};
@@ -323,7 +324,7 @@ impl ShapeOps for CpuBackend {
         let ps = p.host(labels.len() * dim);
         let mut loss = 0.0f32;
         for (r, &l) in labels.iter().enumerate() {
-            loss -= ps[r * dim + l].max(LOG_THRESHOLD).ln();
+            loss -= caffe_max(ps[r * dim + l], LOG_THRESHOLD).ln();
         }
         loss
     }
@@ -340,7 +341,7 @@ impl ShapeOps for CpuBackend {
         let (ps, d) = (p.host(n), dx.host(n));
         d.iter_mut().for_each(|v| *v = 0.0);
         for (r, &l) in labels.iter().enumerate() {
-            d[r * dim + l] = scale / ps[r * dim + l].max(LOG_THRESHOLD);
+            d[r * dim + l] = scale / caffe_max(ps[r * dim + l], LOG_THRESHOLD);
         }
     }
 
@@ -359,7 +360,7 @@ impl ShapeOps for CpuBackend {
             let Some(l) = *label else { continue };
             let (o, i) = (col / inner, col % inner);
             for c in 0..ch {
-                let prob = ps[(o * ch + c) * inner + i].max(LOG_THRESHOLD);
+                let prob = caffe_max(ps[(o * ch + c) * inner + i], LOG_THRESHOLD);
                 loss -= hs[l * ch + c] * prob.ln();
             }
         }
@@ -413,9 +414,9 @@ impl ShapeOps for CpuBackend {
             loss += if sim {
                 d2
             } else if legacy {
-                (margin - d2).max(0.0)
+                caffe_max(margin - d2, 0.0)
             } else {
-                let m = (margin - d2.sqrt()).max(0.0);
+                let m = caffe_max(margin - d2.sqrt(), 0.0);
                 m * m
             };
         }
@@ -466,6 +467,32 @@ mod tests {
 
     fn buf(v: &[f32]) -> Buffer {
         Buffer::from_vec(v.to_vec())
+    }
+
+    #[test]
+    fn clamped_losses_keep_a_nan_nan() {
+        // Caffe's std::max(p, kLOG_THRESHOLD) / std::max(margin - d, 0)
+        // pass a NaN first argument through.
+        let be = CpuBackend::new();
+        let p = buf(&[0.5, f32::NAN, 0.25, 0.75]);
+        assert!(be.multinomial_logistic_loss(2, &[1, 0], p.view()).is_nan());
+        let mut d = Buffer::host_zeros(4);
+        be.multinomial_logistic_grad(2, &[1, 0], -1.0, p.view(), d.view_mut());
+        assert!(d.read(4)[1].is_nan());
+        let h = buf(&[1.0, 0.0, 0.0, 1.0]);
+        assert!(be
+            .infogain_loss(2, 1, &[Some(1), Some(0)], p.view(), h.view())
+            .is_nan());
+        for legacy in [false, true] {
+            let diff = buf(&[f32::NAN, 1.0]);
+            let mut dsq = Buffer::host_zeros(1);
+            let loss = be.contrastive_loss(2, &[false], 1.0, legacy, diff.view(), dsq.view_mut());
+            assert!(loss.is_nan(), "legacy {legacy}: {loss}");
+        }
+        // Finite values are clamped as before.
+        let p = buf(&[0.0, 1.0]);
+        let want = -(LOG_THRESHOLD.ln());
+        assert_eq!(be.multinomial_logistic_loss(2, &[0], p.view()), want);
     }
 
     #[test]

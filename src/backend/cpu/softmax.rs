@@ -6,12 +6,24 @@ use super::{CpuBackend, PAR_MIN};
 use crate::backend::{SoftmaxOps, View, ViewMut};
 use crate::error::{Error, Result};
 
+/// C++'s `std::max(a, b)`, i.e. `a < b ? b : a`: a NaN in `a` comes
+/// through (Rust's `f32::max` would return `b`), so a clamp such as
+/// `max(p, FLT_MIN)` keeps a NaN probability NaN, as in Caffe.
+#[inline]
+pub(super) fn caffe_max(a: f32, b: f32) -> f32 {
+    if a < b {
+        b
+    } else {
+        a
+    }
+}
+
 /// Softmax of one `(channels, inner)` slice in place.
 fn softmax_slice(channels: usize, inner: usize, x: &mut [f32]) {
     let mut scale = x[..inner].to_vec();
     for c in 1..channels {
         for (s, &v) in scale.iter_mut().zip(&x[c * inner..(c + 1) * inner]) {
-            *s = s.max(v);
+            *s = caffe_max(*s, v);
         }
     }
     for row in x.chunks_mut(inner) {
@@ -119,7 +131,7 @@ impl SoftmaxOps for CpuBackend {
         for i in 0..outer {
             for j in 0..inner {
                 if let Some(l) = label_index(lab[i * inner + j], channels, ignore_label)? {
-                    loss -= p[i * dim + l * inner + j].max(f32::MIN_POSITIVE).ln();
+                    loss -= caffe_max(p[i * dim + l * inner + j], f32::MIN_POSITIVE).ln();
                     count += 1;
                 }
             }
@@ -221,6 +233,26 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn nan_probabilities_give_a_nan_loss() {
+        // Caffe's std::max(p, FLT_MIN) passes a NaN through; a diverged
+        // net must not look like one with a finite loss.
+        let be = CpuBackend::new();
+        let p = Buffer::from_vec(vec![f32::NAN, f32::NAN, 0.5, 0.5]);
+        let lab = Buffer::from_vec(vec![1.0, 0.0]);
+        let (loss, _) = be
+            .softmax_loss_forward(2, 2, 1, p.view(), lab.view(), None)
+            .unwrap();
+        assert!(loss.is_nan(), "{loss}");
+        // And a NaN score makes the whole softmax NaN.
+        let mut x = Buffer::from_vec(vec![1.0, f32::NAN, 2.0]);
+        be.softmax_forward(1, 3, 1, x.view_mut());
+        assert!(x.read(3).iter().all(|v| v.is_nan()), "{:?}", x.read(3));
+        assert!(caffe_max(f32::NAN, 1.0).is_nan());
+        assert_eq!(caffe_max(0.5, 1.0), 1.0);
+        assert_eq!(caffe_max(2.0, 1.0), 2.0);
     }
 
     #[test]

@@ -1,9 +1,14 @@
 //! `Data`: Caffe's prefetching Data layer over a record database of
 //! `Datum`s. Tops: data (batch × C × H × W after the transformer) and,
 //! optionally, label (batch).
+//!
+//! The layer keeps the position its stream reached after the last batch it
+//! handed to the net (cursor and the transformer's random stream), so that
+//! a snapshot can save it and a resumed run continue exactly there.
 use std::path::Path;
 
-use crate::data::prefetch::{Batch, Prefetcher};
+use crate::data::position::StreamPos;
+use crate::data::prefetch::{Batch, Prefetcher, WaitStats};
 use crate::data::rng::transformer_seed;
 use crate::data::source::{
     key_string, log_opened, open_source, DbBackend, Record, RecordSource, ShardedReader,
@@ -31,6 +36,26 @@ pub struct DataLayer {
     prefetch: usize,
     transform: TransformationParameter,
     prefetcher: Option<Prefetcher>,
+    backend: DbBackend,
+    /// Set by `setup`: what a restart of the prefetch thread needs.
+    run: Option<RunInfo>,
+    /// Where the batch after the last one handed to the net comes from.
+    next_pos: Option<StreamPos>,
+}
+
+#[derive(Clone, Copy)]
+struct RunInfo {
+    phase: Phase,
+    rank: usize,
+    world: usize,
+    labels: bool,
+}
+
+impl RunInfo {
+    /// Only TRAIN-phase layers shard: in Caffe only rank 0 tests.
+    fn shard(&self) -> bool {
+        self.phase == Phase::Train
+    }
 }
 
 impl DataLayer {
@@ -60,7 +85,45 @@ impl DataLayer {
             prefetch: dp.prefetch() as usize,
             transform: lp.transform_param.clone().unwrap_or_default(),
             prefetcher: None,
+            backend,
+            run: None,
+            next_pos: None,
         })
+    }
+
+    /// Start prefetching from `reader` with `transformer`'s random stream.
+    fn start(
+        &mut self,
+        run: RunInfo,
+        reader: ShardedReader,
+        transformer: DataTransformer,
+    ) -> Result<()> {
+        let color = transformer.color_mode();
+        let items = ItemLoader::new(
+            default_workers(),
+            "rcaffe-decode",
+            transformer.clone(),
+            move |rec: Record| decode_datum(&rec.value, &rec.key, color),
+        )
+        .map_err(|e| layer_err!("{e}"))?;
+        let mut loader = Loader {
+            reader,
+            transformer,
+            items,
+            batch_size: self.batch_size,
+            labels: run.labels,
+            path: self.source.clone(),
+            log_restarts: run.rank == 0,
+        };
+        self.prefetcher = Some(
+            // A bounded channel of prefetch − 1 plus the batch waiting to be
+            // sent: `prefetch` batches ahead, like Caffe's batch pool.
+            Prefetcher::spawn("rcaffe-data", self.prefetch.saturating_sub(1), move || {
+                loader.load()
+            })
+            .map_err(|e| layer_err!("{e}"))?,
+        );
+        Ok(())
     }
 }
 
@@ -101,10 +164,15 @@ impl Loader {
             keys.push(key);
         }
         let items = self.items.run(jobs);
-        assemble_batch(items, self.labels, self.reader.restarts() - before, |i| {
+        let mut batch = assemble_batch(items, self.labels, self.reader.restarts() - before, |i| {
             format!("record '{}'", keys[i])
         })
-        .map_err(in_source)
+        .map_err(in_source)?;
+        batch.pos = Some(StreamPos::Records {
+            reader: self.reader.position(),
+            rng: self.transformer.rng().clone(),
+        });
+        Ok(batch)
     }
 }
 
@@ -131,8 +199,14 @@ impl Layer for DataLayer {
             .take()
             .ok_or_else(|| layer_err!("setup called twice"))?;
         let root = cx.rank == 0;
-        // Only TRAIN-phase layers shard: in Caffe only rank 0 tests.
-        let reader = ShardedReader::new(src, cx.rank, cx.world, cx.phase == Phase::Train)
+        let labels = io.n_tops() > 1;
+        let run = RunInfo {
+            phase: cx.phase,
+            rank: cx.rank,
+            world: cx.world,
+            labels,
+        };
+        let reader = ShardedReader::new(src, cx.rank, cx.world, run.shard())
             .map_err(|e| layer_err!("{e}"))?;
         if let (true, Some(m)) = (root, &self.transform.mean_file) {
             log::info(SITE_MEAN_FILE, &format!("Loading mean file from: {m}"));
@@ -153,35 +227,15 @@ impl Layer for DataLayer {
                 &format!("output data size: {},{c},{h},{w}", self.batch_size),
             );
         }
-        let labels = io.n_tops() > 1;
         if labels {
             io.top_mut(1).reshape(&[self.batch_size])?;
         }
-        let color = transformer.color_mode();
-        let items = ItemLoader::new(
-            default_workers(),
-            "rcaffe-decode",
-            transformer.clone(),
-            move |rec: Record| decode_datum(&rec.value, &rec.key, color),
-        )
-        .map_err(|e| layer_err!("{e}"))?;
-        let mut loader = Loader {
-            reader,
-            transformer,
-            items,
-            batch_size: self.batch_size,
-            labels,
-            path: self.source.clone(),
-            log_restarts: root,
-        };
-        self.prefetcher = Some(
-            // A bounded channel of prefetch − 1 plus the batch waiting to be
-            // sent: `prefetch` batches ahead, like Caffe's batch pool.
-            Prefetcher::spawn("rcaffe-data", self.prefetch.saturating_sub(1), move || {
-                loader.load()
-            })
-            .map_err(|e| layer_err!("{e}"))?,
-        );
+        self.next_pos = Some(StreamPos::Records {
+            reader: reader.position(),
+            rng: transformer.rng().clone(),
+        });
+        self.run = Some(run);
+        self.start(run, reader, transformer)?;
         Ok(Vec::new())
     }
 
@@ -195,7 +249,10 @@ impl Layer for DataLayer {
             .prefetcher
             .as_mut()
             .ok_or_else(|| layer_err!("forward called before setup"))?;
-        let batch = p.next_batch().map_err(|e| layer_err!("{e}"))?;
+        let mut batch = p.next_batch().map_err(|e| layer_err!("{e}"))?;
+        if let Some(pos) = batch.pos.take() {
+            self.next_pos = Some(pos);
+        }
         let top = io.top_mut(0);
         top.reshape(&batch.shape)?;
         top.set_data(&batch.data)?;
@@ -205,5 +262,59 @@ impl Layer for DataLayer {
             top.set_data(labels)?;
         }
         Ok(())
+    }
+
+    fn data_position(&self) -> Option<serde_json::Value> {
+        let (run, pos) = (self.run?, self.next_pos.as_ref()?);
+        let mut m = pos.to_json();
+        m.insert("type".into(), "Data".into());
+        m.insert("source".into(), self.source.clone().into());
+        m.insert("rank".into(), run.rank.into());
+        m.insert("world".into(), run.world.into());
+        Some(serde_json::Value::Object(m))
+    }
+
+    /// Reopen the database on the saved record and restart prefetching
+    /// there with the saved random stream. Everything that can fail is done
+    /// before the running prefetcher is stopped.
+    fn restore_data_position(&mut self, v: &serde_json::Value) -> Result<()> {
+        let run = self
+            .run
+            .ok_or_else(|| layer_err!("data position restored before setup"))?;
+        let ty = v.get("type").and_then(|t| t.as_str()).unwrap_or("?");
+        if ty != "Data" {
+            return Err(layer_err!("the saved data position is one of a {ty} layer"));
+        }
+        let saved = (
+            v.get("rank").and_then(|r| r.as_u64()),
+            v.get("world").and_then(|r| r.as_u64()),
+        );
+        if saved != (Some(run.rank as u64), Some(run.world as u64)) {
+            return Err(layer_err!(
+                "the saved data position is for replica {:?} of {:?}, this is replica {} of {}",
+                saved.0,
+                saved.1,
+                run.rank,
+                run.world
+            ));
+        }
+        let pos = StreamPos::records_from_json(v).map_err(|e| layer_err!("{e}"))?;
+        let StreamPos::Records { reader: rp, rng } = &pos else {
+            unreachable!("records_from_json gives Records")
+        };
+        let src = open_source(self.backend, Path::new(&self.source))
+            .map_err(|e| layer_err!("cannot open data source: {e}"))?;
+        let reader = ShardedReader::resume(src, run.rank, run.world, run.shard(), rp)
+            .map_err(|e| layer_err!("{e}"))?;
+        let mut transformer =
+            DataTransformer::new(&self.transform, run.phase, 0).map_err(|e| layer_err!("{e}"))?;
+        transformer.set_rng(rng.clone());
+        self.prefetcher = None; // stops and joins the old thread
+        self.next_pos = Some(pos);
+        self.start(run, reader, transformer)
+    }
+
+    fn data_wait(&self) -> Option<WaitStats> {
+        self.prefetcher.as_ref().map(Prefetcher::stats)
     }
 }

@@ -5,9 +5,16 @@
 //! pass and the rows of each file at every load and every pass over it,
 //! with `std::random_shuffle` on glibc's unseeded `rand()`, as in Caffe.
 //! In TRAIN with several replicas, replica r keeps every N-th row.
+//!
+//! The layer reads in `forward` (no prefetching), so its position is its
+//! own state: file order, file and row, row order and `rand()`'s stream;
+//! it can be saved with a snapshot and restored.
 use std::path::Path;
 
+use serde_json::{json, Value};
+
 use crate::data::hdf5;
+use crate::data::position::{get_list, get_u64, glibc_from_json, glibc_to_json};
 use crate::data::rng::{std_random_shuffle, GlibcRand};
 use crate::error::{Error, Result};
 use crate::layer_err;
@@ -67,8 +74,19 @@ impl HDF5DataLayer {
         self.blobs[0].0[0]
     }
 
-    /// Caffe's `LoadHDF5FileData`: every top's dataset, same row count.
+    /// Caffe's `LoadHDF5FileData`: read the current file, then (with
+    /// `shuffle`) shuffle its rows.
     fn load_file(&mut self) -> Result<()> {
+        self.read_file()?;
+        if self.shuffle {
+            std_random_shuffle(&mut self.row_perm, &mut self.rand);
+        }
+        Ok(())
+    }
+
+    /// Every top's dataset of the current file, same row count; rows in
+    /// file order.
+    fn read_file(&mut self) -> Result<()> {
         let name = self.files[self.file_perm[self.current_file]].clone();
         let path = Path::new(&name);
         let f = hdf5::open(path)?;
@@ -103,9 +121,6 @@ impl HDF5DataLayer {
         }
         self.blobs = blobs;
         self.row_perm = (0..self.rows()).collect();
-        if self.shuffle {
-            std_random_shuffle(&mut self.row_perm, &mut self.rand);
-        }
         Ok(())
     }
 
@@ -129,6 +144,86 @@ impl HDF5DataLayer {
             }
         }
         self.offset += 1;
+        Ok(())
+    }
+
+    /// Restore a position `data_position` saved (see there).
+    fn restore(&mut self, v: &Value) -> Result<()> {
+        let bad = |what: String| Error::Data(format!("the saved data position {what}"));
+        let ty = v.get("type").and_then(Value::as_str).unwrap_or("?");
+        if ty != "HDF5Data" {
+            return Err(bad(format!("is one of a {ty} layer")));
+        }
+        let saved = (
+            v.get("rank").and_then(Value::as_u64),
+            v.get("world").and_then(Value::as_u64),
+        );
+        if saved != (Some(self.rank as u64), Some(self.world as u64)) {
+            return Err(bad(format!(
+                "is for replica {:?} of {:?}, this is replica {} of {}",
+                saved.0, saved.1, self.rank, self.world
+            )));
+        }
+        let is_perm = |p: &[usize], n: usize| {
+            let mut seen = vec![false; n];
+            p.len() == n
+                && p.iter()
+                    .all(|&i| i < n && !std::mem::replace(&mut seen[i], true))
+        };
+        let file_perm: Vec<usize> = get_list(v, "file_perm")?;
+        if !is_perm(&file_perm, self.files.len()) {
+            return Err(bad(format!(
+                "does not order the {} files of {}",
+                self.files.len(),
+                self.source
+            )));
+        }
+        let current_file = get_u64(v, "current_file")? as usize;
+        if current_file >= self.files.len() {
+            return Err(bad(format!(
+                "names file {current_file} of {}",
+                self.files.len()
+            )));
+        }
+        let current_row = get_u64(v, "current_row")? as usize;
+        let offset = get_u64(v, "offset")? as usize;
+        let rand = glibc_from_json(v, "rand")?;
+        let row_perm: Option<Vec<usize>> = match v.get("row_perm") {
+            Some(_) => Some(get_list(v, "row_perm")?),
+            None => None,
+        };
+        // Read the file, then commit: a failure leaves the layer as it was.
+        let old = (
+            std::mem::replace(&mut self.file_perm, file_perm),
+            std::mem::replace(&mut self.current_file, current_file),
+            std::mem::take(&mut self.blobs),
+            std::mem::take(&mut self.row_perm),
+        );
+        let read = self.read_file().and_then(|()| {
+            let rows = self.rows();
+            if let Some(p) = &row_perm {
+                if !is_perm(p, rows) {
+                    return Err(bad(format!(
+                        "does not order the {rows} rows of {}",
+                        self.files[self.file_perm[self.current_file]]
+                    )));
+                }
+            }
+            if current_row >= rows {
+                return Err(bad(format!("is at row {current_row} of {rows}")));
+            }
+            Ok(())
+        });
+        if let Err(e) = read {
+            (self.file_perm, self.current_file, self.blobs, self.row_perm) = old;
+            return Err(e);
+        }
+        if let Some(p) = row_perm {
+            self.row_perm = p;
+        }
+        self.current_row = current_row;
+        self.offset = offset;
+        self.rand = rand;
         Ok(())
     }
 
@@ -228,5 +323,31 @@ impl Layer for HDF5DataLayer {
             top.set_data(o)?;
         }
         Ok(())
+    }
+
+    fn data_position(&self) -> Option<Value> {
+        if self.blobs.is_empty() {
+            return None;
+        }
+        let mut v = json!({
+            "type": "HDF5Data",
+            "source": self.source,
+            "rank": self.rank,
+            "world": self.world,
+            "file_perm": self.file_perm,
+            "current_file": self.current_file,
+            "current_row": self.current_row,
+            "offset": self.offset,
+            "rand": glibc_to_json(&self.rand),
+        });
+        // Without shuffle the rows stay in file order.
+        if self.shuffle {
+            v["row_perm"] = json!(self.row_perm);
+        }
+        Some(v)
+    }
+
+    fn restore_data_position(&mut self, v: &Value) -> Result<()> {
+        self.restore(v).map_err(|e| layer_err!("{e}"))
     }
 }

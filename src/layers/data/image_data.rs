@@ -9,10 +9,16 @@
 //! transformer's second `InitRand`. The list is reshuffled at every pass.
 //! In TRAIN with several replicas, replica r keeps every N-th item, as the
 //! Data layer does (Caffe 1.0 gives every replica the whole list).
+//!
+//! The position after the last batch handed to the net (passes over the
+//! list, index, the transformer's random stream) can be saved and
+//! restored; the list order follows from the number of passes, since each
+//! reshuffle continues the shuffle stream.
 use std::path::PathBuf;
 
 use crate::data::image::read_image;
-use crate::data::prefetch::{Batch, Prefetcher};
+use crate::data::position::StreamPos;
+use crate::data::prefetch::{Batch, Prefetcher, WaitStats};
 use crate::data::rng::{caffe_shuffle, Mt19937};
 use crate::data::workers::{assemble_batch, default_workers, ItemJob, ItemLoader};
 use crate::data::DataTransformer;
@@ -41,6 +47,29 @@ pub struct ImageDataLayer {
     prefetch: usize,
     transform: TransformationParameter,
     prefetcher: Option<Prefetcher>,
+    /// Set by `setup`: what a restart of the prefetch thread needs.
+    run: Option<RunInfo>,
+    /// Where the batch after the last one handed to the net comes from.
+    next_pos: Option<StreamPos>,
+}
+
+#[derive(Clone, Copy)]
+struct RunInfo {
+    phase: crate::proto::caffe::Phase,
+    seed: u64,
+    rank: usize,
+    world: usize,
+    /// Items in the list at set-up (a restored position must match it).
+    items: usize,
+}
+
+/// The list and random streams as set-up leaves them (Caffe's order of
+/// draws on the global stream), before any batch.
+struct Start {
+    lines: Vec<ListEntry>,
+    shuffle: Option<Mt19937>,
+    pos: usize,
+    transformer: DataTransformer,
 }
 
 impl ImageDataLayer {
@@ -72,7 +101,103 @@ impl ImageDataLayer {
             prefetch: lp.data_param.as_ref().map_or(4, |d| d.prefetch()) as usize,
             transform: lp.transform_param.clone().unwrap_or_default(),
             prefetcher: None,
+            run: None,
+            next_pos: None,
         })
+    }
+
+    /// Read the list, shuffle it, skip and seed the transformer as Caffe's
+    /// set-up does; logs only when `log` (rank 0, first set-up).
+    fn prepare(&self, run: RunInfo, log: bool) -> Result<Start> {
+        let info = |site: &str, msg: String| {
+            if log {
+                log::info(site, &msg);
+            }
+        };
+        info(SITE_OPENING, format!("Opening file {}", self.source));
+        let mut lines =
+            parse_list_file(std::path::Path::new(&self.source)).map_err(|e| layer_err!("{e}"))?;
+        if lines.is_empty() {
+            return Err(layer_err!("{}: the list file is empty", self.source));
+        }
+        let mut transformer =
+            DataTransformer::new(&self.transform, run.phase, 0).map_err(|e| layer_err!("{e}"))?;
+        let needs_rand = transformer.needs_rand();
+        let mut global = Mt19937::new(run.seed as u32);
+        if needs_rand {
+            global.next_u32();
+        }
+        let shuffle = if self.shuffle {
+            info(SITE_SHUFFLING, "Shuffling data".into());
+            let mut g = Mt19937::new(global.next_u32());
+            caffe_shuffle(&mut lines, &mut g);
+            Some(g)
+        } else {
+            None
+        };
+        info(SITE_TOTAL, format!("A total of {} images.", lines.len()));
+        let mut pos = 0;
+        if self.rand_skip > 0 {
+            let skip = global.next_u32() % self.rand_skip;
+            info(SITE_SKIPPING, format!("Skipping first {skip} data points."));
+            if skip as usize >= lines.len() {
+                return Err(layer_err!(
+                    "{}: not enough images ({}) to skip {skip}",
+                    self.source,
+                    lines.len()
+                ));
+            }
+            pos = skip as usize;
+        }
+        if needs_rand {
+            transformer.reseed(global.next_u32());
+        }
+        Ok(Start {
+            lines,
+            shuffle,
+            pos,
+            transformer,
+        })
+    }
+
+    /// Reads one list entry as an image (`ReadImageToCVMat`).
+    fn reader(&self) -> impl Fn(&ListEntry) -> Result<crate::data::DecodedDatum> + Send + Sync {
+        let root_folder = self.root_folder.clone();
+        let (nh, nw, color) = (self.new_height, self.new_width, self.is_color);
+        let list = self.source.clone();
+        move |e: &ListEntry| {
+            let path = PathBuf::from(format!("{root_folder}{}", e.path));
+            read_image(&path, nh, nw, color)
+                .map(|img| img.into_datum(e.label))
+                .map_err(|m| Error::Data(format!("{list}:{}: could not load image: {m}", e.line)))
+        }
+    }
+
+    fn start(&mut self, cursor: ListCursor, transformer: DataTransformer) -> Result<()> {
+        let read = self.reader();
+        let items = ItemLoader::new(
+            default_workers(),
+            "rcaffe-image",
+            transformer.clone(),
+            move |e: ListEntry| read(&e),
+        )
+        .map_err(|e| layer_err!("{e}"))?;
+        let mut loader = Loader {
+            cursor,
+            transformer,
+            items,
+            batch_size: self.batch_size,
+            list: self.source.clone(),
+        };
+        self.prefetcher = Some(
+            Prefetcher::spawn(
+                "rcaffe-imagedata",
+                self.prefetch.saturating_sub(1),
+                move || loader.load(),
+            )
+            .map_err(|e| layer_err!("{e}"))?,
+        );
+        Ok(())
     }
 }
 
@@ -85,6 +210,8 @@ struct ListCursor {
     rank: usize,
     world: usize,
     offset: usize,
+    /// Completed passes over the list (reshuffles).
+    passes: u64,
 }
 
 impl ListCursor {
@@ -93,9 +220,54 @@ impl ListCursor {
         self.offset += 1;
         if self.pos >= self.lines.len() {
             self.pos = 0;
+            self.passes += 1;
             if let Some(g) = &mut self.shuffle {
                 caffe_shuffle(&mut self.lines, g);
             }
+        }
+    }
+
+    /// A cursor over `start`'s list that continues from `pos` (the list
+    /// reshuffled `passes` times, as the cursor that saved it had done).
+    fn new(start: &mut Start, rank: usize, world: usize, pos: Option<&StreamPos>) -> Result<Self> {
+        let mut c = ListCursor {
+            lines: std::mem::take(&mut start.lines),
+            pos: start.pos,
+            shuffle: start.shuffle.take(),
+            rank,
+            world,
+            offset: 0,
+            passes: 0,
+        };
+        if let Some(StreamPos::List {
+            passes,
+            pos,
+            offset,
+            ..
+        }) = pos
+        {
+            if *pos >= c.lines.len() {
+                return Err(Error::Data(format!(
+                    "the saved data position is at item {pos} but the list has {} items",
+                    c.lines.len()
+                )));
+            }
+            if let Some(g) = &mut c.shuffle {
+                for _ in 0..*passes {
+                    caffe_shuffle(&mut c.lines, g);
+                }
+            }
+            (c.pos, c.offset, c.passes) = (*pos, *offset as usize, *passes);
+        }
+        Ok(c)
+    }
+
+    fn position(&self, rng: &Mt19937) -> StreamPos {
+        StreamPos::List {
+            passes: self.passes,
+            pos: self.pos,
+            offset: self.offset as u64,
+            rng: rng.clone(),
         }
     }
 
@@ -131,7 +303,9 @@ impl Loader {
                 name,
             });
         }
-        assemble_batch(self.items.run(jobs), true, 0, |i| names[i].clone())
+        let mut batch = assemble_batch(self.items.run(jobs), true, 0, |i| names[i].clone())?;
+        batch.pos = Some(self.cursor.position(self.transformer.rng()));
+        Ok(batch)
     }
 }
 
@@ -152,101 +326,38 @@ impl Layer for ImageDataLayer {
 
     fn setup(&mut self, cx: &mut Ctx, io: &mut Io) -> Result<Vec<crate::tensor::Blob>> {
         let root = cx.rank == 0;
-        let info = |site: &str, msg: String| {
-            if root {
-                log::info(site, &msg);
-            }
-        };
-        info(SITE_OPENING, format!("Opening file {}", self.source));
-        let mut lines =
-            parse_list_file(std::path::Path::new(&self.source)).map_err(|e| layer_err!("{e}"))?;
-        if lines.is_empty() {
-            return Err(layer_err!("{}: the list file is empty", self.source));
-        }
-        let mut transformer =
-            DataTransformer::new(&self.transform, cx.phase, 0).map_err(|e| layer_err!("{e}"))?;
-        let needs_rand = transformer.needs_rand();
-        let mut global = Mt19937::new(cx.seed as u32);
-        if needs_rand {
-            global.next_u32();
-        }
-        let shuffle = if self.shuffle {
-            info(SITE_SHUFFLING, "Shuffling data".into());
-            let mut g = Mt19937::new(global.next_u32());
-            caffe_shuffle(&mut lines, &mut g);
-            Some(g)
-        } else {
-            None
-        };
-        info(SITE_TOTAL, format!("A total of {} images.", lines.len()));
-        let mut pos = 0;
-        if self.rand_skip > 0 {
-            let skip = global.next_u32() % self.rand_skip;
-            info(SITE_SKIPPING, format!("Skipping first {skip} data points."));
-            if skip as usize >= lines.len() {
-                return Err(layer_err!(
-                    "{}: not enough images ({}) to skip {skip}",
-                    self.source,
-                    lines.len()
-                ));
-            }
-            pos = skip as usize;
-        }
-        if needs_rand {
-            transformer.reseed(global.next_u32());
-        }
-        // The first image shapes the tops, as in Caffe's set-up.
-        let root_folder = self.root_folder.clone();
-        let (nh, nw, color) = (self.new_height, self.new_width, self.is_color);
-        let list = self.source.clone();
-        let read = move |e: &ListEntry| -> Result<crate::data::DecodedDatum> {
-            let path = PathBuf::from(format!("{root_folder}{}", e.path));
-            read_image(&path, nh, nw, color)
-                .map(|img| img.into_datum(e.label))
-                .map_err(|m| Error::Data(format!("{list}:{}: could not load image: {m}", e.line)))
-        };
-        let first = read(&lines[pos]).map_err(|e| layer_err!("{e}"))?;
-        let [c, h, w] = transformer
-            .output_shape(&first)
-            .map_err(|e| layer_err!("{}: {e}", lines[pos].path))?;
-        io.top_mut(0).reshape(&[self.batch_size, c, h, w])?;
-        info(
-            SITE_OUTPUT_SIZE,
-            format!("output data size: {},{c},{h},{w}", self.batch_size),
-        );
-        io.top_mut(1).reshape(&[self.batch_size])?;
-
+        // In TRAIN with replicas, each keeps every N-th item.
         let shard = cx.phase == Phase::Train && cx.world > 1;
-        let cursor = ListCursor {
-            lines,
-            pos,
-            shuffle,
+        let mut run = RunInfo {
+            phase: cx.phase,
+            seed: cx.seed,
             rank: if shard { cx.rank } else { 0 },
             world: if shard { cx.world } else { 1 },
-            offset: 0,
+            items: 0,
         };
-        let items = ItemLoader::new(
-            default_workers(),
-            "rcaffe-image",
-            transformer.clone(),
-            move |e: ListEntry| read(&e),
-        )
-        .map_err(|e| layer_err!("{e}"))?;
-        let mut loader = Loader {
-            cursor,
-            transformer,
-            items,
-            batch_size: self.batch_size,
-            list: self.source.clone(),
-        };
-        self.prefetcher = Some(
-            Prefetcher::spawn(
-                "rcaffe-imagedata",
-                self.prefetch.saturating_sub(1),
-                move || loader.load(),
-            )
-            .map_err(|e| layer_err!("{e}"))?,
-        );
+        let mut start = self.prepare(run, root)?;
+        run.items = start.lines.len();
+        // The first image shapes the tops, as in Caffe's set-up.
+        let first_entry = &start.lines[start.pos];
+        let first = (self.reader())(first_entry).map_err(|e| layer_err!("{e}"))?;
+        let [c, h, w] = start
+            .transformer
+            .output_shape(&first)
+            .map_err(|e| layer_err!("{}: {e}", first_entry.path))?;
+        io.top_mut(0).reshape(&[self.batch_size, c, h, w])?;
+        if root {
+            log::info(
+                SITE_OUTPUT_SIZE,
+                &format!("output data size: {},{c},{h},{w}", self.batch_size),
+            );
+        }
+        io.top_mut(1).reshape(&[self.batch_size])?;
+
+        let cursor = ListCursor::new(&mut start, run.rank, run.world, None)
+            .map_err(|e| layer_err!("{e}"))?;
+        self.next_pos = Some(cursor.position(start.transformer.rng()));
+        self.run = Some(run);
+        self.start(cursor, start.transformer)?;
         Ok(Vec::new())
     }
 
@@ -260,7 +371,10 @@ impl Layer for ImageDataLayer {
             .prefetcher
             .as_mut()
             .ok_or_else(|| layer_err!("forward called before setup"))?;
-        let batch = p.next_batch().map_err(|e| layer_err!("{e}"))?;
+        let mut batch = p.next_batch().map_err(|e| layer_err!("{e}"))?;
+        if let Some(pos) = batch.pos.take() {
+            self.next_pos = Some(pos);
+        }
         let top = io.top_mut(0);
         top.reshape(&batch.shape)?;
         top.set_data(&batch.data)?;
@@ -270,5 +384,68 @@ impl Layer for ImageDataLayer {
             top.set_data(labels)?;
         }
         Ok(())
+    }
+
+    fn data_position(&self) -> Option<serde_json::Value> {
+        let (run, pos) = (self.run?, self.next_pos.as_ref()?);
+        let mut m = pos.to_json();
+        m.insert("type".into(), "ImageData".into());
+        m.insert("source".into(), self.source.clone().into());
+        m.insert("items".into(), run.items.into());
+        m.insert("rank".into(), run.rank.into());
+        m.insert("world".into(), run.world.into());
+        Some(serde_json::Value::Object(m))
+    }
+
+    /// Rebuild the list as set-up did, replay the saved number of
+    /// reshuffles, and restart prefetching at the saved item with the saved
+    /// random stream. Everything that can fail is done before the running
+    /// prefetcher is stopped.
+    fn restore_data_position(&mut self, v: &serde_json::Value) -> Result<()> {
+        let run = self
+            .run
+            .ok_or_else(|| layer_err!("data position restored before setup"))?;
+        let ty = v.get("type").and_then(|t| t.as_str()).unwrap_or("?");
+        if ty != "ImageData" {
+            return Err(layer_err!("the saved data position is one of a {ty} layer"));
+        }
+        let saved = (
+            v.get("rank").and_then(|r| r.as_u64()),
+            v.get("world").and_then(|r| r.as_u64()),
+        );
+        if saved != (Some(run.rank as u64), Some(run.world as u64)) {
+            return Err(layer_err!(
+                "the saved data position is for replica {:?} of {:?}, this is replica {} of {}",
+                saved.0,
+                saved.1,
+                run.rank,
+                run.world
+            ));
+        }
+        let pos = StreamPos::list_from_json(v).map_err(|e| layer_err!("{e}"))?;
+        let StreamPos::List { rng, .. } = &pos else {
+            unreachable!("list_from_json gives List")
+        };
+        let mut start = self.prepare(run, false)?;
+        let saved_items = v.get("items").and_then(|n| n.as_u64());
+        if saved_items != Some(start.lines.len() as u64) {
+            return Err(layer_err!(
+                "{} lists {} images but the saved data position is for a list of {}",
+                self.source,
+                start.lines.len(),
+                saved_items.map_or("?".into(), |n| n.to_string())
+            ));
+        }
+        let cursor = ListCursor::new(&mut start, run.rank, run.world, Some(&pos))
+            .map_err(|e| layer_err!("{}: {e}", self.source))?;
+        let mut transformer = start.transformer;
+        transformer.set_rng(rng.clone());
+        self.prefetcher = None; // stops and joins the old thread
+        self.next_pos = Some(pos);
+        self.start(cursor, transformer)
+    }
+
+    fn data_wait(&self) -> Option<WaitStats> {
+        self.prefetcher.as_ref().map(Prefetcher::stats)
     }
 }
