@@ -1,80 +1,21 @@
 //! Convolution (Caffe's ConvolutionLayer): N-d cross-correlation with
 //! groups, dilation and per-axis pad/stride/kernel; several bottom/top pairs
 //! share one set of weights.
+use super::conv_param::ConvSpatial;
 use crate::backend::{Buffer, ConvGeometry};
 use crate::error::Result;
 use crate::fillers::fill;
 use crate::layer_err;
 use crate::layers::{Arity, Ctx, Io, Layer, Slot};
 use crate::proto::caffe::{FillerParameter, LayerParameter};
-use crate::tensor::shape::canonical_axis;
 use crate::tensor::Blob;
-
-/// A per-spatial-axis setting as the prototxt gives it: the repeated field
-/// (once, or once per axis) or the 2-D `_h`/`_w` pair.
-#[derive(Debug, Clone)]
-struct PerAxis {
-    name: &'static str,
-    repeated: Vec<u32>,
-    hw: Option<(u32, u32)>,
-    /// Value when the repeated field is empty (None: the field is required).
-    default: Option<u32>,
-}
-
-impl PerAxis {
-    fn new(
-        name: &'static str,
-        repeated: &[u32],
-        hw: Option<(u32, u32)>,
-        default: Option<u32>,
-    ) -> Result<Self> {
-        if hw.is_some() && !repeated.is_empty() {
-            return Err(layer_err!(
-                "either {name} or {name}_h/{name}_w should be specified; not both"
-            ));
-        }
-        Ok(PerAxis {
-            name,
-            repeated: repeated.to_vec(),
-            hw,
-            default,
-        })
-    }
-
-    /// Caffe's rules for `n` spatial axes.
-    fn resolve(&self, n: usize) -> Result<Vec<usize>> {
-        let name = self.name;
-        if let Some((h, w)) = self.hw {
-            if n != 2 {
-                return Err(layer_err!(
-                    "{name}_h & {name}_w can only be used for 2D convolution ({n} spatial axes)"
-                ));
-            }
-            return Ok(vec![h as usize, w as usize]);
-        }
-        let k = self.repeated.len();
-        match (k, self.default) {
-            _ if k == n => Ok(self.repeated.iter().map(|&v| v as usize).collect()),
-            (1, _) => Ok(vec![self.repeated[0] as usize; n]),
-            (0, Some(d)) => Ok(vec![d as usize; n]),
-            _ => Err(layer_err!(
-                "{name} must be specified once, or once per spatial dimension \
-                 ({name} specified {k} times; {n} spatial dims)"
-            )),
-        }
-    }
-}
 
 #[derive(Debug)]
 pub struct Convolution {
     num_output: usize,
     bias_term: bool,
     group: usize,
-    axis: i32,
-    kernel: PerAxis,
-    stride: PerAxis,
-    pad: PerAxis,
-    dilation: PerAxis,
+    spatial: ConvSpatial,
     weight_filler: FillerParameter,
     bias_filler: FillerParameter,
     // Resolved in setup.
@@ -100,33 +41,11 @@ impl Convolution {
         if p.group() == 0 {
             return Err(layer_err!("convolution_param.group must be positive"));
         }
-        let pair = |h: Option<u32>, w: Option<u32>, hv: u32, wv: u32| {
-            (h.is_some() || w.is_some()).then_some((hv, wv))
-        };
         Ok(Convolution {
             num_output: p.num_output() as usize,
             bias_term: p.bias_term(),
             group: p.group() as usize,
-            axis: p.axis(),
-            kernel: PerAxis::new(
-                "kernel_size",
-                &p.kernel_size,
-                pair(p.kernel_h, p.kernel_w, p.kernel_h(), p.kernel_w()),
-                None,
-            )?,
-            stride: PerAxis::new(
-                "stride",
-                &p.stride,
-                pair(p.stride_h, p.stride_w, p.stride_h(), p.stride_w()),
-                Some(1),
-            )?,
-            pad: PerAxis::new(
-                "pad",
-                &p.pad,
-                pair(p.pad_h, p.pad_w, p.pad_h(), p.pad_w()),
-                Some(0),
-            )?,
-            dilation: PerAxis::new("dilation", &p.dilation, None, Some(1))?,
+            spatial: ConvSpatial::new(&p)?,
             weight_filler: p.weight_filler.clone().unwrap_or_default(),
             bias_filler: p.bias_filler.clone().unwrap_or_default(),
             channel_axis: 0,
@@ -164,21 +83,12 @@ impl Layer for Convolution {
 
     fn setup(&mut self, cx: &mut Ctx, io: &mut Io) -> Result<Vec<Blob>> {
         let shape = io.bottom(0).shape().to_vec();
-        self.channel_axis = canonical_axis(self.axis, shape.len())?;
-        let n = shape.len() - self.channel_axis - 1;
-        self.kernel_shape = self.kernel.resolve(n)?;
-        self.strides = self.stride.resolve(n)?;
-        self.pads = self.pad.resolve(n)?;
-        self.dilations = self.dilation.resolve(n)?;
-        if self.kernel_shape.contains(&0) {
-            return Err(layer_err!("filter dimensions must be nonzero"));
-        }
-        if self.strides.contains(&0) {
-            return Err(layer_err!("stride dimensions must be nonzero"));
-        }
-        if self.dilations.contains(&0) {
-            return Err(layer_err!("dilation dimensions must be nonzero"));
-        }
+        let s = self.spatial.resolve(&shape, 0)?;
+        self.channel_axis = s.channel_axis;
+        self.kernel_shape = s.kernel;
+        self.strides = s.stride;
+        self.pads = s.pad;
+        self.dilations = s.dilation;
         self.channels = shape[self.channel_axis];
         if !self.channels.is_multiple_of(self.group) {
             return Err(layer_err!(

@@ -1,7 +1,7 @@
 //! The spatial fields of `ConvolutionParameter` (kernel, stride, pad,
 //! dilation and the channel axis), resolved per bottom as Caffe's
-//! BaseConvolutionLayer and Im2colLayer do. Used by Deconvolution and
-//! Im2col; Convolution keeps its own copy of these rules in conv.rs.
+//! BaseConvolutionLayer and Im2colLayer do. Shared by Convolution,
+//! Deconvolution and Im2col.
 use crate::error::Result;
 use crate::layer_err;
 use crate::proto::caffe::ConvolutionParameter;
