@@ -227,7 +227,7 @@ fn main() {
         .filter(|a| !a.starts_with("--"))
         .collect();
     // A filter naming a net runs that net's lines only.
-    let nets = ["lenet", "cifar"];
+    let nets = ["lenet", "cifar", "caffenet", "mem", "resnet", "mobilenet"];
     let named = filter.iter().any(|f| nets.iter().any(|n| f.contains(n)));
     let on = |net: &str| !named || filter.iter().any(|f| f.contains(net));
     FILTER.get_or_init(|| filter.clone());
@@ -248,5 +248,55 @@ fn main() {
         bench_conv(&be, "cifar conv3", &conv_geom(32, 8, 64, 5, 2), 100, true);
         bench_pool(&be, "cifar pool3", 100 * 64, 8, 3, 2, false);
         bench_ip(&be, "cifar ip1", 100, 64, 1024);
+    }
+    if on("caffenet") {
+        let mut conv1 = conv_geom(3, 227, 96, 11, 0);
+        conv1.stride = vec![4, 4];
+        conv1.out_shape = vec![55, 55];
+        bench_conv(&be, "caffenet conv1", &conv1, 16, false);
+        let mut conv2 = conv_geom(96, 27, 256, 5, 2);
+        conv2.group = 2;
+        bench_conv(&be, "caffenet conv2", &conv2, 16, true);
+        bench_conv(
+            &be,
+            "caffenet conv3",
+            &conv_geom(256, 13, 384, 3, 1),
+            16,
+            true,
+        );
+        bench_ip(&be, "caffenet fc6", 16, 4096, 9216);
+    }
+    if on("resnet") {
+        // ResNet-50 (batch 8): deep layers with small output planes.
+        let r = |c, hw, o, k, pad| conv_geom(c, hw, o, k, pad);
+        bench_conv(&be, "resnet res3 3x3", &r(128, 28, 128, 3, 1), 8, true);
+        bench_conv(&be, "resnet res4 3x3", &r(256, 14, 256, 3, 1), 8, true);
+        bench_conv(&be, "resnet res4 1x1", &r(1024, 14, 256, 1, 0), 8, true);
+        bench_conv(&be, "resnet res5 3x3", &r(512, 7, 512, 3, 1), 8, true);
+        bench_conv(&be, "resnet res5 1x1", &r(512, 7, 2048, 1, 0), 8, true);
+    }
+    if on("mobilenet") {
+        // MobileNet v1 (batch 8): depthwise 3×3 convolutions, stride 1 and 2.
+        let dw = |c: usize, hw: usize, stride: usize| {
+            let mut g = conv_geom(c, hw, c, 3, 1);
+            g.group = c;
+            g.stride = vec![stride, stride];
+            let o = ConvGeometry::output_size(hw, 3, stride, 1, 1).unwrap();
+            g.out_shape = vec![o, o];
+            g
+        };
+        bench_conv(&be, "mobilenet conv2_1/dw", &dw(32, 112, 1), 8, true);
+        bench_conv(&be, "mobilenet conv2_2/dw s2", &dw(64, 112, 2), 8, true);
+        bench_conv(&be, "mobilenet conv5_1/dw", &dw(512, 14, 1), 8, true);
+        bench_conv(&be, "mobilenet conv6/dw", &dw(1024, 7, 1), 8, true);
+    }
+    if on("mem") {
+        // The machine's streaming bandwidth: the floor for element-wise layers.
+        let n = 1 << 24;
+        let x = values(n, 1);
+        let mut y = be.alloc(n);
+        report("mem copy 64 MiB", 0.0, || {
+            be.copy(n, x.view(), y.view_mut())
+        });
     }
 }

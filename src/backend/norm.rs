@@ -57,6 +57,20 @@ pub trait NormOps: Math {
         v: View,
         y: ViewMut,
     );
+    /// `y[o,c,i] = y[o,c,i]·s[c] + b[c]` (Scale with a bias, in one pass
+    /// where the backend fuses it; the same two roundings as two passes).
+    fn channel_affine(
+        &self,
+        outer: usize,
+        channels: usize,
+        inner: usize,
+        s: View,
+        b: View,
+        mut y: ViewMut,
+    ) {
+        self.channel_broadcast_inplace(Binary::Mul, outer, channels, inner, s, y.rb());
+        self.channel_broadcast_inplace(Binary::Add, outer, channels, inner, b, y);
+    }
     /// `y = f · x` with `f = 1/s[0]`, or 0 when `s[0] == 0` (BatchNorm's
     /// global statistics from running sums; the factor stays on the device).
     fn scale_by_inverse(&self, n: usize, s: View, x: View, y: ViewMut);

@@ -37,6 +37,11 @@ pub(crate) fn sgemm(
         }
         return;
     }
+    // One small dimension (InnerProduct with a small batch): memory-bound
+    // kernels that read the big operand in place, once.
+    if super::skinny::try_gemm(trans_a, trans_b, m, n, k, alpha, a, b, beta, c) {
+        return;
+    }
     // (column stride, row stride) of op(A) [m×k] and op(B) [k×n].
     let (a_cs, a_rs) = if trans_a {
         (m as isize, 1)
@@ -81,25 +86,72 @@ pub(crate) fn sgemm(
     }
 }
 
-fn map2(n: usize, x: &[f32], y: &mut [f32], f: impl Fn(f32, f32) -> f32 + Sync) {
-    if n >= PAR_MIN {
-        y[..n]
-            .par_iter_mut()
-            .zip(&x[..n])
-            .for_each(|(y, &x)| *y = f(x, *y));
+/// Elements per rayon task of an element-wise loop: large enough that task
+/// overhead vanishes, small enough (64 KiB) that both cores get even shares.
+const CHUNK: usize = 1 << 14;
+
+/// Run `f` over `y` in chunks, in parallel when `y` is large. `f` is a
+/// plain loop over one chunk, so the compiler vectorises it.
+fn each1(y: &mut [f32], f: impl Fn(&mut [f32]) + Sync) {
+    if y.len() >= PAR_MIN {
+        y.par_chunks_mut(CHUNK).for_each(&f);
     } else {
-        y[..n]
-            .iter_mut()
-            .zip(&x[..n])
-            .for_each(|(y, &x)| *y = f(x, *y));
+        f(y)
     }
 }
 
-fn map1(n: usize, y: &mut [f32], f: impl Fn(f32) -> f32 + Sync) {
-    if n >= PAR_MIN {
-        y[..n].par_iter_mut().for_each(|y| *y = f(*y));
+/// `each1` over `y` with the matching chunks of `x` (same length).
+fn each2(x: &[f32], y: &mut [f32], f: impl Fn(&[f32], &mut [f32]) + Sync) {
+    if y.len() >= PAR_MIN {
+        y.par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK))
+            .for_each(|(y, x)| f(x, y));
     } else {
-        y[..n].iter_mut().for_each(|y| *y = f(*y));
+        f(x, y)
+    }
+}
+
+/// `each1` over `y` with the matching chunks of `a` and `b`.
+fn each3(a: &[f32], b: &[f32], y: &mut [f32], f: impl Fn(&[f32], &[f32], &mut [f32]) + Sync) {
+    if y.len() >= PAR_MIN {
+        y.par_chunks_mut(CHUNK)
+            .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
+            .for_each(|(y, (a, b))| f(a, b, y));
+    } else {
+        f(a, b, y)
+    }
+}
+
+fn map2(n: usize, x: &[f32], y: &mut [f32], f: impl Fn(f32, f32) -> f32 + Sync) {
+    each2(&x[..n], &mut y[..n], |x, y| {
+        for (y, &x) in y.iter_mut().zip(x) {
+            *y = f(x, *y);
+        }
+    });
+}
+
+fn map1(n: usize, y: &mut [f32], f: impl Fn(f32) -> f32 + Sync) {
+    each1(&mut y[..n], |y| {
+        for y in y {
+            *y = f(*y);
+        }
+    });
+}
+
+/// `y = a op b` over one chunk, the operation chosen once per chunk so the
+/// loop body is a single vectorisable expression.
+fn binary_chunk(op: Binary, a: &[f32], b: &[f32], y: &mut [f32]) {
+    let run = |f: fn(f32, f32) -> f32, y: &mut [f32]| {
+        for ((y, &a), &b) in y.iter_mut().zip(a).zip(b) {
+            *y = f(a, b);
+        }
+    };
+    match op {
+        Binary::Add => run(|a, b| a + b, y),
+        Binary::Sub => run(|a, b| a - b, y),
+        Binary::Mul => run(|a, b| a * b, y),
+        Binary::Div => run(|a, b| a / b, y),
+        Binary::Max => run(|a, b| a.max(b), y),
     }
 }
 
@@ -110,6 +162,24 @@ fn apply(op: Binary, a: f32, b: f32) -> f32 {
         Binary::Mul => a * b,
         Binary::Div => a / b,
         Binary::Max => a.max(b),
+    }
+}
+
+/// ReLU, the hottest activation, gets its own loops (`Unary::forward` and
+/// `backward` match on the variant per element, which blocks vectorisation).
+fn relu(x: f32, slope: f32) -> f32 {
+    if x > 0.0 {
+        x
+    } else {
+        slope * x
+    }
+}
+
+fn relu_grad(x: f32, dy: f32, slope: f32) -> f32 {
+    if x > 0.0 {
+        dy
+    } else {
+        dy * slope
     }
 }
 
@@ -198,7 +268,7 @@ impl Math for CpuBackend {
     }
 
     fn set(&self, n: usize, v: f32, mut x: ViewMut) {
-        x.host(n).fill(v);
+        each1(x.host(n), |x| x.fill(v));
     }
 
     fn add_scalar(&self, n: usize, v: f32, mut x: ViewMut) {
@@ -206,7 +276,7 @@ impl Math for CpuBackend {
     }
 
     fn copy(&self, n: usize, x: View, mut y: ViewMut) {
-        y.host(n).copy_from_slice(x.host(n));
+        each2(x.host(n), y.host(n), |x, y| y.copy_from_slice(x));
     }
 
     fn dot(&self, n: usize, x: View, y: View) -> f32 {
@@ -219,44 +289,73 @@ impl Math for CpuBackend {
 
     fn binary(&self, op: Binary, n: usize, a: View, b: View, mut y: ViewMut) {
         let (a, b, y) = (a.host(n), b.host(n), y.host(n));
-        if n >= PAR_MIN {
-            y.par_iter_mut()
-                .zip(a.par_iter().zip(b))
-                .for_each(|(y, (&a, &b))| *y = apply(op, a, b));
-        } else {
-            for ((y, &a), &b) in y.iter_mut().zip(a).zip(b) {
-                *y = apply(op, a, b);
-            }
-        }
+        each3(a, b, y, |a, b, y| binary_chunk(op, a, b, y));
     }
 
     fn binary_inplace(&self, op: Binary, n: usize, a: View, mut y: ViewMut) {
-        map2(n, a.host(n), y.host(n), |a, y| apply(op, a, y));
+        each2(a.host(n), y.host(n), |a, y| match op {
+            Binary::Add => y.iter_mut().zip(a).for_each(|(y, &a)| *y += a),
+            Binary::Mul => y.iter_mut().zip(a).for_each(|(y, &a)| *y *= a),
+            _ => y
+                .iter_mut()
+                .zip(a)
+                .for_each(|(y, &a)| *y = apply(op, a, *y)),
+        });
     }
 
     fn unary(&self, op: Unary, n: usize, x: View, mut y: ViewMut) {
-        map2(n, x.host(n), y.host(n), |x, _| op.forward(x));
+        each2(x.host(n), y.host(n), |x, y| {
+            let out = y.iter_mut().zip(x);
+            match op {
+                Unary::ReLU { slope } => out.for_each(|(y, &x)| *y = relu(x, slope)),
+                _ => out.for_each(|(y, &x)| *y = op.forward(x)),
+            }
+        });
     }
 
     fn unary_inplace(&self, op: Unary, n: usize, mut x: ViewMut) {
-        map1(n, x.host(n), |x| op.forward(x));
+        each1(x.host(n), |x| match op {
+            Unary::ReLU { slope } => x.iter_mut().for_each(|v| *v = relu(*v, slope)),
+            _ => x.iter_mut().for_each(|v| *v = op.forward(*v)),
+        });
     }
 
     fn unary_grad(&self, op: Unary, n: usize, x: View, y: View, dy: View, mut dx: ViewMut) {
         let (x, y, dy, dx) = (x.host(n), y.host(n), dy.host(n), dx.host(n));
-        if n >= PAR_MIN {
-            dx.par_iter_mut()
-                .enumerate()
-                .for_each(|(i, d)| *d = op.backward(x[i], y[i], dy[i]));
-        } else {
-            for i in 0..n {
-                dx[i] = op.backward(x[i], y[i], dy[i]);
+        // Chunks of dx with their offset, so x, y, dy are sliced alike.
+        let run = |i0: usize, dx: &mut [f32]| {
+            let r = i0..i0 + dx.len();
+            let (x, y, dy) = (&x[r.clone()], &y[r.clone()], &dy[r]);
+            match op {
+                Unary::ReLU { slope } => {
+                    for ((d, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
+                        *d = relu_grad(x, dy, slope);
+                    }
+                }
+                _ => {
+                    for (i, d) in dx.iter_mut().enumerate() {
+                        *d = op.backward(x[i], y[i], dy[i]);
+                    }
+                }
             }
+        };
+        if n >= PAR_MIN {
+            dx.par_chunks_mut(CHUNK)
+                .enumerate()
+                .for_each(|(c, dx)| run(c * CHUNK, dx));
+        } else {
+            run(0, dx);
         }
     }
 
     fn unary_grad_inplace(&self, op: Unary, n: usize, y: View, mut d: ViewMut) {
-        map2(n, y.host(n), d.host(n), |y, dy| op.backward(y, y, dy));
+        each2(y.host(n), d.host(n), |y, d| {
+            let out = d.iter_mut().zip(y);
+            match op {
+                Unary::ReLU { slope } => out.for_each(|(d, &y)| *d = relu_grad(y, *d, slope)),
+                _ => out.for_each(|(d, &y)| *d = op.backward(y, y, *d)),
+            }
+        });
     }
 }
 

@@ -2,6 +2,7 @@
 //! our own for the convolution passes), rayon across batch items and
 //! channels, plain loops elsewhere.
 mod conv;
+mod depthwise;
 mod eltwise;
 mod lrn;
 mod math;
@@ -10,6 +11,7 @@ mod packed;
 mod pool;
 mod recurrent;
 mod shape;
+mod skinny;
 mod softmax;
 mod solver;
 

@@ -18,6 +18,29 @@ fn apply(op: Binary, a: f32, b: f32) -> f32 {
     }
 }
 
+/// `y[i] = x[i] op v` over one row, the operation chosen once per row so
+/// each loop body is one vectorisable expression.
+fn row_op(op: Binary, x: &[f32], v: f32, y: &mut [f32]) {
+    match op {
+        Binary::Add => y.iter_mut().zip(x).for_each(|(y, &x)| *y = x + v),
+        Binary::Sub => y.iter_mut().zip(x).for_each(|(y, &x)| *y = x - v),
+        Binary::Mul => y.iter_mut().zip(x).for_each(|(y, &x)| *y = x * v),
+        Binary::Div => y.iter_mut().zip(x).for_each(|(y, &x)| *y = x / v),
+        Binary::Max => y.iter_mut().zip(x).for_each(|(y, &x)| *y = apply(op, x, v)),
+    }
+}
+
+/// `row_op` in place.
+fn row_op_inplace(op: Binary, v: f32, y: &mut [f32]) {
+    match op {
+        Binary::Add => y.iter_mut().for_each(|y| *y += v),
+        Binary::Sub => y.iter_mut().for_each(|y| *y -= v),
+        Binary::Mul => y.iter_mut().for_each(|y| *y *= v),
+        Binary::Div => y.iter_mut().for_each(|y| *y /= v),
+        Binary::Max => y.iter_mut().for_each(|y| *y = apply(Binary::Max, *y, v)),
+    }
+}
+
 /// `Σ a[i]·b[i]` (or `Σ a[i]` without `b`) in f64, with independent
 /// partial sums so the loop pipelines.
 fn row_sum(a: &[f32], b: Option<&[f32]>) -> f64 {
@@ -163,10 +186,7 @@ impl NormOps for CpuBackend {
         let n = outer * channels * inner;
         let (x, v) = (x.host(n), v.host(channels));
         rows(y.host(n), channels, inner, |c, off, row| {
-            let (vc, xs) = (v[c], &x[off..off + row.len()]);
-            for (y, &x) in row.iter_mut().zip(xs) {
-                *y = apply(op, x, vc);
-            }
+            row_op(op, &x[off..off + row.len()], v[c], row);
         });
     }
 
@@ -182,10 +202,25 @@ impl NormOps for CpuBackend {
         let n = outer * channels * inner;
         let v = v.host(channels);
         rows(y.host(n), channels, inner, |c, _, row| {
-            let vc = v[c];
-            for y in row.iter_mut() {
-                *y = apply(op, *y, vc);
-            }
+            row_op_inplace(op, v[c], row);
+        });
+    }
+
+    fn channel_affine(
+        &self,
+        outer: usize,
+        channels: usize,
+        inner: usize,
+        s: View,
+        b: View,
+        mut y: ViewMut,
+    ) {
+        let n = outer * channels * inner;
+        let (s, b) = (s.host(channels), b.host(channels));
+        rows(y.host(n), channels, inner, |c, _, row| {
+            let (sc, bc) = (s[c], b[c]);
+            // Not `mul_add`: the product is rounded first, as in two passes.
+            row.iter_mut().for_each(|y| *y = *y * sc + bc);
         });
     }
 

@@ -29,6 +29,10 @@ pub(crate) const NR: usize = 16;
 /// K values per block: a 16-column B sliver of this depth (16 KiB) stays in
 /// L1 while the A panels stream past it.
 const KC: usize = 256;
+/// Rows of A per M block at most: an MC×KC block of packed A (144 KiB)
+/// stays in L2 while every column panel streams past it, so
+/// a large A is read from memory once per K block, not once per panel.
+const MC: usize = 144;
 
 /// Values of packed A for an m×k matrix.
 pub(crate) fn a_len(m: usize, k: usize) -> usize {
@@ -126,15 +130,69 @@ pub(crate) fn gemm(
     accumulate: bool,
 ) {
     assert!(pb.len() >= b_len(k, n), "packed gemm operand too short");
-    run(
-        m,
-        n,
-        k,
-        pa,
-        BSrc::Packed(pb),
-        CDst::Dense { c, ldc, accumulate },
-    );
+    let c = CDst::dense(m, n, c, ldc, accumulate);
+    run(m, n, k, pa, BSrc::Packed(pb), c);
 }
+
+/// `gemm` with B packed on the fly and the work split over column panels
+/// run as rayon tasks: `fill(j0, j1, panels)` writes columns `j0..j1` of
+/// packed B (`j0` a multiple of NR) into `panels` (their panels, `k` deep)
+/// just before the task multiplies them, so each task's panels are still
+/// in cache. `pb` holds packed B (`b_len(k, n)`). Every element of C is
+/// one tile's sum over k, so the result does not depend on the split.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_par_cols(
+    m: usize,
+    n: usize,
+    k: usize,
+    pa: &[f32],
+    pb: &mut [f32],
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+    fill: impl Fn(usize, usize, &mut [f32]) + Sync,
+) {
+    use rayon::prelude::*;
+    let dst = CDst::dense(m, n, c, ldc, accumulate);
+    if m == 0 || n == 0 || k == 0 {
+        return run(m, n, k, pa, BSrc::Packed(&[]), dst);
+    }
+    assert!(
+        pa.len() >= a_len(m, k) && pb.len() >= b_len(k, n),
+        "packed gemm operand too short"
+    );
+    let c = SendPtr(c.as_mut_ptr());
+    // A few tasks per thread (for balance on a busy machine), each at
+    // least 4 panels wide: every task streams all of A once.
+    let panels = n.div_ceil(NR);
+    let tasks = (2 * rayon::current_num_threads())
+        .min(panels.div_ceil(4))
+        .max(1);
+    let per = panels.div_ceil(tasks);
+    pb[..b_len(k, n)]
+        .par_chunks_mut(per * NR * k)
+        .enumerate()
+        .for_each(|(t, chunk)| {
+            let j0 = t * per * NR;
+            let j1 = (j0 + per * NR).min(n);
+            fill(j0, j1, chunk);
+            let c = &c;
+            // SAFETY: tasks write disjoint column ranges of C, whose
+            // extent `CDst::dense` checked.
+            let dst = CDst::Dense {
+                c: unsafe { c.0.add(j0) },
+                ldc,
+                accumulate,
+            };
+            run(m, j1 - j0, k, pa, BSrc::Packed(chunk), dst);
+        });
+}
+
+/// C's base pointer, shared by tasks that write disjoint columns.
+struct SendPtr(*mut f32);
+// SAFETY: only used by `gemm_par_cols`, whose tasks write disjoint
+// elements.
+unsafe impl Sync for SendPtr {}
 
 /// `C = A·B` (or `+=`) with B read in place from `src`: element `(p, j)`
 /// of B is `src[off[p] + halves[j / 8] + j % 8]`. The columns come in
@@ -164,7 +222,8 @@ pub(crate) fn gemm_indirect(
         "indirect gemm source too short"
     );
     let b = BSrc::Indirect { src, off, halves };
-    run(m, n, k, pa, b, CDst::Dense { c, ldc, accumulate });
+    let c = CDst::dense(m, n, c, ldc, accumulate);
+    run(m, n, k, pa, b, c);
 }
 
 /// `C += A·B` where B (k×n, k = `oh·ow`) is packed and A (m×k) is read in
@@ -347,10 +406,11 @@ pub(crate) fn gemm_scatter(
     );
 }
 
-/// Where `run` puts C: rows of a matrix, or scattered (`gemm_scatter`).
+/// Where `run` puts C: rows of a matrix (m rows of n values from `c`,
+/// row stride `ldc`), or scattered (`gemm_scatter`).
 enum CDst<'a> {
     Dense {
-        c: &'a mut [f32],
+        c: *mut f32,
         ldc: usize,
         accumulate: bool,
     },
@@ -359,6 +419,21 @@ enum CDst<'a> {
         off: *const usize,
         halves: *const usize,
     },
+}
+
+impl CDst<'_> {
+    /// The m×n matrix at the start of `c`, checked to fit.
+    fn dense(m: usize, n: usize, c: &mut [f32], ldc: usize, accumulate: bool) -> CDst<'_> {
+        assert!(
+            m == 0 || n == 0 || (ldc >= n && c.len() >= (m - 1) * ldc + n),
+            "gemm output too short"
+        );
+        CDst::Dense {
+            c: c.as_mut_ptr(),
+            ldc,
+            accumulate,
+        }
+    }
 }
 
 /// Where one tile's values go: `Dense`, the first `cols` columns of R rows
@@ -432,13 +507,10 @@ fn run(m: usize, n: usize, k: usize, pa: &[f32], b: BSrc, mut c: CDst) {
     }
     assert!(pa.len() >= a_len(m, k), "packed gemm operand too short");
     if let CDst::Dense { c, ldc, accumulate } = &mut c {
-        assert!(
-            *ldc >= n && c.len() >= (m - 1) * *ldc + n,
-            "gemm output too short"
-        );
         if k == 0 && !*accumulate {
-            for row in c.chunks_mut(*ldc).take(m) {
-                row[..n].fill(0.0);
+            for i in 0..m {
+                // SAFETY: C's extent was checked by `CDst::dense`.
+                unsafe { std::slice::from_raw_parts_mut(c.add(i * *ldc), n) }.fill(0.0);
             }
         }
     }
@@ -475,49 +547,63 @@ unsafe fn body<const AVX2: bool>(m: usize, n: usize, k: usize, pa: &[f32], b: BS
     let kc = k.div_ceil(blocks);
     let pa = pa.as_ptr();
     let (c, ldc, accumulate) = match c {
-        CDst::Dense { c, ldc, accumulate } => (Ok(c.as_mut_ptr()), ldc, accumulate),
+        CDst::Dense { c, ldc, accumulate } => (Ok(c), ldc, accumulate),
         CDst::Scatter { dst, off, halves } => (Err((dst.as_mut_ptr(), off, halves)), 0, true),
     };
+    // M blocks (GotoBLAS order: K block, M block, column panel, row
+    // panel). A scattered C keeps one block: its tiles may overlap in the
+    // destination, and their order fixes the rounding.
+    // Equal blocks of whole row panels (256 rows → 2 × 128, not 144 + 112).
+    let mc = if c.is_ok() {
+        let blocks = m.div_ceil(MC);
+        m.div_ceil(blocks).next_multiple_of(MR)
+    } else {
+        m.next_multiple_of(MR)
+    }
+    .max(MR);
     let mut p0 = 0;
     while p0 < k {
         let kb = (k - p0).min(kc);
         let acc = accumulate || p0 > 0;
-        for jp in 0..n.div_ceil(NR) {
-            let cols = (n - jp * NR).min(NR);
-            for ip in 0..m.div_ceil(MR) {
-                let a = pa.add(ip * k * MR + p0 * MR);
-                let ct = match c {
-                    Ok(c) => Out::Dense {
-                        c: c.add(ip * MR * ldc + jp * NR),
-                        ldc,
-                        cols,
-                        acc,
-                    },
-                    Err((base, off, halves)) => Out::Scatter {
-                        base,
-                        off: off.add(ip * MR),
-                        h0: *halves.add(2 * jp),
-                        h1: if cols > 8 { *halves.add(2 * jp + 1) } else { 0 },
-                        cols,
-                    },
-                };
-                let rows = (m - ip * MR).min(MR);
-                match b {
-                    BSrc::Packed(pb) => {
-                        let b0 = pb.as_ptr().add(jp * k * NR + p0 * NR);
-                        let rowp = |p: usize| (b0.add(p * NR), b0.add(p * NR + 8));
-                        tile_rows::<AVX2>(rows, kb, a, rowp, ct);
-                    }
-                    BSrc::Indirect { src, off, halves } => {
-                        let h0 = src.as_ptr().add(halves[2 * jp]);
-                        // A last panel of 8 columns reads its half twice.
-                        let h1 = src.as_ptr().add(halves[(2 * jp + 1).min(n / 8 - 1)]);
-                        let off = off.as_ptr().add(p0);
-                        let rowp = |p: usize| {
-                            let o = *off.add(p);
-                            (h0.add(o), h1.add(o))
-                        };
-                        tile_rows::<AVX2>(rows, kb, a, rowp, ct);
+        for i0 in (0..m).step_by(mc) {
+            let ips = i0 / MR..(i0 + mc).min(m).div_ceil(MR);
+            for jp in 0..n.div_ceil(NR) {
+                let cols = (n - jp * NR).min(NR);
+                for ip in ips.clone() {
+                    let a = pa.add(ip * k * MR + p0 * MR);
+                    let ct = match c {
+                        Ok(c) => Out::Dense {
+                            c: c.add(ip * MR * ldc + jp * NR),
+                            ldc,
+                            cols,
+                            acc,
+                        },
+                        Err((base, off, halves)) => Out::Scatter {
+                            base,
+                            off: off.add(ip * MR),
+                            h0: *halves.add(2 * jp),
+                            h1: if cols > 8 { *halves.add(2 * jp + 1) } else { 0 },
+                            cols,
+                        },
+                    };
+                    let rows = (m - ip * MR).min(MR);
+                    match b {
+                        BSrc::Packed(pb) => {
+                            let b0 = pb.as_ptr().add(jp * k * NR + p0 * NR);
+                            let rowp = |p: usize| (b0.add(p * NR), b0.add(p * NR + 8));
+                            tile_rows::<AVX2>(rows, kb, a, rowp, ct);
+                        }
+                        BSrc::Indirect { src, off, halves } => {
+                            let h0 = src.as_ptr().add(halves[2 * jp]);
+                            // A last panel of 8 columns reads its half twice.
+                            let h1 = src.as_ptr().add(halves[(2 * jp + 1).min(n / 8 - 1)]);
+                            let off = off.as_ptr().add(p0);
+                            let rowp = |p: usize| {
+                                let o = *off.add(p);
+                                (h0.add(o), h1.add(o))
+                            };
+                            tile_rows::<AVX2>(rows, kb, a, rowp, ct);
+                        }
                     }
                 }
             }
@@ -725,6 +811,9 @@ mod tests {
             (7, 17, 257),
             (13, 33, 600),
             (20, 25, 576),
+            // Several M blocks with a row tail, several K blocks.
+            (250, 37, 600),
+            (127, 20, 300),
             (0, 4, 3),
             (3, 4, 0),
         ] {
@@ -767,6 +856,60 @@ mod tests {
             pack_b(k, n, &bt, 1, k, &mut pb2);
             assert_eq!(pa, pa2);
             assert_eq!(pb, pb2);
+        }
+    }
+
+    #[test]
+    fn blocked_and_parallel_gemms_give_the_same_bits() {
+        // Each element is one tile's sum over k: splitting the rows (M
+        // blocks) or the columns (tasks) must not change a bit.
+        let (m, n, k) = (257, 90, 530);
+        let a: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 37) % 19) as f32 * 0.1 - 0.9)
+            .collect();
+        let b: Vec<f32> = (0..k * n)
+            .map(|i| ((i * 11) % 23) as f32 * 0.1 - 1.1)
+            .collect();
+        let mut pa = vec![0.0; a_len(m, k)];
+        let mut pb = vec![0.0; b_len(k, n)];
+        pack_a(m, k, &a, k, 1, &mut pa);
+        pack_b(k, n, &b, n, 1, &mut pb);
+        for accumulate in [false, true] {
+            let mut whole = vec![0.25f32; m * n];
+            gemm(m, n, k, &pa, &pb, &mut whole, n, accumulate);
+            // Row panel by row panel: no M blocking at all.
+            let mut rows = vec![0.25f32; m * n];
+            for ip in 0..m.div_ceil(MR) {
+                let r = (m - ip * MR).min(MR);
+                let c = &mut rows[ip * MR * n..];
+                gemm(r, n, k, &pa[ip * MR * k..], &pb, c, n, accumulate);
+            }
+            assert_eq!(whole, rows);
+            for threads in [1, 2, 5] {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                let mut par = vec![0.25f32; m * n];
+                let mut pb2 = vec![f32::NAN; b_len(k, n)];
+                pool.install(|| {
+                    gemm_par_cols(
+                        m,
+                        n,
+                        k,
+                        &pa,
+                        &mut pb2,
+                        &mut par,
+                        n,
+                        accumulate,
+                        |j0, j1, p| {
+                            assert_eq!(j0 % NR, 0);
+                            pack_b(k, j1 - j0, &b[j0..], n, 1, p)
+                        },
+                    )
+                });
+                assert_eq!(whole, par, "{threads} threads");
+            }
         }
     }
 }

@@ -121,27 +121,22 @@ impl Layer for Scale {
                 .saved
                 .as_mut()
                 .ok_or_else(|| layer_err!("forward before reshape"))?;
-            let ([s], [y]) = io.split([s], [Slot::T(0)])?;
+            let y = io.top(0);
             cx.be.copy(o * d * i, y.data.view(), saved.data.view_mut());
-            cx.be
-                .channel_broadcast_inplace(Binary::Mul, o, d, i, s.data.view(), y.data.view_mut());
         } else {
-            let ([x, s], [y]) = io.split([Slot::B(0), s], [Slot::T(0)])?;
-            cx.be.channel_broadcast(
-                Binary::Mul,
-                o,
-                d,
-                i,
-                x.data.view(),
-                s.data.view(),
-                y.data.view_mut(),
-            );
+            let ([x], [y]) = io.split([Slot::B(0)], [Slot::T(0)])?;
+            cx.be.copy(o * d * i, x.data.view(), y.data.view_mut());
         }
+        // y = x·s (+ b), in place on the top.
         if self.bias_term {
             let last = Slot::P(io.n_params() - 1);
-            let ([b], [y]) = io.split([last], [Slot::T(0)])?;
+            let ([s, b], [y]) = io.split([s, last], [Slot::T(0)])?;
             cx.be
-                .channel_broadcast_inplace(Binary::Add, o, d, i, b.data.view(), y.data.view_mut());
+                .channel_affine(o, d, i, s.data.view(), b.data.view(), y.data.view_mut());
+        } else {
+            let ([s], [y]) = io.split([s], [Slot::T(0)])?;
+            cx.be
+                .channel_broadcast_inplace(Binary::Mul, o, d, i, s.data.view(), y.data.view_mut());
         }
         Ok(())
     }
