@@ -330,6 +330,51 @@ impl Geo2 {
         }
     }
 
+    /// Output positions `q0..q1` (flattened) of column-matrix row
+    /// `(c, ki, kj)` into `row[..q1 - q0]`: `row` restricted to a range.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn row_range(
+        &self,
+        x: &[f32],
+        c: usize,
+        ki: usize,
+        kj: usize,
+        q0: usize,
+        q1: usize,
+        row: &mut [f32],
+    ) {
+        let plane = &x[c * self.ih * self.iw..(c + 1) * self.ih * self.iw];
+        let b = (kj * self.dw) as i64 - self.pw;
+        let (lo, hi) = valid_range(b, self.sw, self.iw, self.ow);
+        let r0 = (ki * self.dh) as i64 - self.ph;
+        let mut q = q0;
+        while q < q1 {
+            let (i, ja) = (q / self.ow, q % self.ow);
+            let jb = self.ow.min(ja + (q1 - q));
+            let dst = &mut row[q - q0..q - q0 + (jb - ja)];
+            q += jb - ja;
+            let r = r0 + (i * self.sh) as i64;
+            let (l, h) = (lo.clamp(ja, jb), hi.clamp(ja, jb));
+            if r < 0 || r >= self.ih as i64 || h <= l {
+                dst.fill(0.0);
+                continue;
+            }
+            let src = &plane[r as usize * self.iw..(r as usize + 1) * self.iw];
+            zero(&mut dst[..l - ja]);
+            zero(&mut dst[h - ja..]);
+            let start = (b + (l * self.sw) as i64) as usize;
+            let d = &mut dst[l - ja..h - ja];
+            if self.sw == 1 {
+                copy_short(d, &src[start..start + d.len()]);
+            } else {
+                for (v, &s) in d.iter_mut().zip(src[start..].iter().step_by(self.sw)) {
+                    *v = s;
+                }
+            }
+        }
+    }
+
     /// The adjoint of `row`: add column-matrix row `(c, ki, kj)` into `x`.
     #[inline(always)]
     fn add_row(&self, row: &[f32], c: usize, ki: usize, kj: usize, x: &mut [f32]) {
@@ -450,6 +495,47 @@ fn im2col_packed_t(g: &ConvGeometry, x: &[f32], out: &mut [f32], scratch: &mut [
         let off = gi * glen + (kk / NR) * d.p * NR + kk % NR;
         let dst = &mut out[off..off + (d.p - 1) * NR + 1];
         for (v, &s) in dst.iter_mut().step_by(NR).zip(row) {
+            *v = s;
+        }
+    });
+}
+
+/// Output positions per chunk of the filter gradient's column matrix: the
+/// transposed packing writes each row to every 16th value, so the chunk's
+/// panel being written (16 KiB) stays in L1 instead of the whole matrix
+/// (megabytes for a first layer) being swept once per row. One KC block.
+const FILTER_Q: usize = 256;
+
+/// `im2col_packed_t` for output positions `q0..q1` only (2-D): the
+/// transposed column matrix of the chunk, `(q1 - q0) × kd` per group.
+fn im2col_packed_t_range(
+    g: &ConvGeometry,
+    g2: &Geo2,
+    x: &[f32],
+    q0: usize,
+    q1: usize,
+    out: &mut [f32],
+    row: &mut [f32],
+) {
+    let d = Dims::new(g);
+    let q = q1 - q0;
+    let glen = packed::b_len(q, d.kd);
+    let (last, tail) = (d.kd / NR, d.kd % NR);
+    let out = &mut out[..d.group * glen];
+    if tail != 0 {
+        for gout in out.chunks_exact_mut(glen) {
+            for lanes in gout[last * q * NR..].chunks_exact_mut(NR) {
+                lanes[tail..].fill(0.0);
+            }
+        }
+    }
+    let row = &mut row[..q];
+    g2.for_rows(g.in_channels, |r, c, ki, kj| {
+        g2.row_range(x, c, ki, kj, q0, q1, row);
+        let (gi, kk) = (r / d.kd, r % d.kd);
+        let off = gi * glen + (kk / NR) * q * NR + kk % NR;
+        let dst = &mut out[off..off + (q - 1) * NR + 1];
+        for (v, &s) in dst.iter_mut().step_by(NR).zip(row.iter()) {
             *v = s;
         }
     });
@@ -946,6 +1032,30 @@ fn filter_image(
     let glen = d.colt_packed();
     // pdy doubles as im2col's row scratch (used before dy is packed).
     let (colt, pdy) = buf.split_at_mut(d.group * glen);
+    if let (false, Some(g2), true) = (g.is_1x1(), Geo2::new(g), d.p > FILTER_Q) {
+        // Chunks of FILTER_Q positions, in order (a fixed summation order).
+        for q0 in (0..d.p).step_by(FILTER_Q) {
+            let q1 = d.p.min(q0 + FILTER_Q);
+            let q = q1 - q0;
+            let clen = packed::b_len(q, d.kd);
+            im2col_packed_t_range(g, &g2, xn, q0, q1, colt, pdy);
+            for gi in 0..d.group {
+                let dy_g = &dyn_[gi * d.ocg * d.p + q0..];
+                packed::pack_a(d.ocg, q, dy_g, d.p, 1, pdy);
+                packed::gemm(
+                    d.ocg,
+                    d.kd,
+                    q,
+                    pdy,
+                    &colt[gi * clen..],
+                    &mut dw[gi * d.ocg * d.kd..],
+                    d.kd,
+                    accumulate || q0 > 0,
+                );
+            }
+        }
+        return;
+    }
     if g.is_1x1() {
         // The columns are the image: Bᵀ is x's group rows, transposed.
         for gi in 0..d.group {
@@ -1589,6 +1699,12 @@ mod tests {
             geom(3, &[4, 5], 5, &[1, 1], &[1, 1], &[0, 0], &[1, 1], 1),
             geom(2, &[5, 5], 2, &[1, 1], &[2, 2], &[1, 1], &[1, 1], 1),
             geom(2, &[9], 3, &[3], &[2], &[1], &[2], 1),
+            // More than FILTER_Q output positions on the im2col path (strided,
+            // or rows not a multiple of 8): the filter gradient in chunks that
+            // end mid-row; kd = 363 (CaffeNet conv1's) and kd % 16 = 2.
+            geom(3, &[41, 37], 4, &[5, 5], &[2, 2], &[2, 2], &[1, 1], 1),
+            geom(4, &[20, 23], 6, &[3, 3], &[1, 1], &[0, 0], &[2, 2], 2),
+            geom(3, &[99, 99], 5, &[11, 11], &[4, 4], &[0, 0], &[1, 1], 1),
             geom(
                 2,
                 &[4, 5, 3],
@@ -1781,7 +1897,11 @@ mod tests {
                     dwg.view_mut(),
                     gws.view_mut(),
                 );
-                close(&dw.read(w.len()), &dwg.read(w.len()), 1e-5);
+                // Each value sums num·p products in two different f32 orders:
+                // the rounding difference grows like the square root of that.
+                let terms = (num * g.out_spatial()) as f32;
+                let tol = 1e-5 * (terms / 64.0).sqrt().max(1.0);
+                close(&dw.read(w.len()), &dwg.read(w.len()), tol);
                 // <conv_w(x), dy> is linear in w: Σ dw·w == <y0, dy> (+ w·1 from the start value)
                 let dot: f64 = dw
                     .read(w.len())
