@@ -302,32 +302,7 @@ impl Geo2 {
     /// Column-matrix row `(c, ki, kj)` of image `x` into `row`.
     #[inline(always)]
     fn row(&self, x: &[f32], c: usize, ki: usize, kj: usize, row: &mut [f32]) {
-        let plane = &x[c * self.ih * self.iw..(c + 1) * self.ih * self.iw];
-        let row = &mut row[..self.oh * self.ow];
-        let b = (kj * self.dw) as i64 - self.pw;
-        let (lo, hi) = valid_range(b, self.sw, self.iw, self.ow);
-        let r0 = (ki * self.dh) as i64 - self.ph;
-        for (i, dst) in row.chunks_exact_mut(self.ow).enumerate() {
-            let r = r0 + (i * self.sh) as i64;
-            if r < 0 || r >= self.ih as i64 {
-                dst.fill(0.0);
-                continue;
-            }
-            let src = &plane[r as usize * self.iw..(r as usize + 1) * self.iw];
-            zero(&mut dst[..lo]);
-            zero(&mut dst[hi..]);
-            if hi > lo {
-                let start = (b + (lo * self.sw) as i64) as usize;
-                let d = &mut dst[lo..hi];
-                if self.sw == 1 {
-                    copy_short(d, &src[start..start + d.len()]);
-                } else {
-                    for (v, &s) in d.iter_mut().zip(src[start..].iter().step_by(self.sw)) {
-                        *v = s;
-                    }
-                }
-            }
-        }
+        self.row_range(x, c, ki, kj, 0, self.oh * self.ow, row)
     }
 
     /// Output positions `q0..q1` (flattened) of column-matrix row
@@ -454,24 +429,56 @@ fn rows_scratch_len(g: &ConvGeometry) -> usize {
 fn im2col_packed(g: &ConvGeometry, x: &[f32], out: &mut [f32], scratch: &mut [f32]) {
     let d = Dims::new(g);
     let glen = d.col_packed();
-    let out = &mut out[..d.group * glen];
-    let (full, tail) = (d.p / NR, d.p % NR);
     with_rows(g, x, scratch, |r, row| {
-        let (gi, kk) = (r / d.kd, r % d.kd);
-        let base = gi * glen + kk * NR;
-        let mut chunks = row.chunks_exact(NR);
-        for (panel, src) in (&mut chunks).enumerate() {
-            let off = base + panel * d.kd * NR;
-            let dst: &mut [f32; NR] = (&mut out[off..off + NR]).try_into().unwrap();
-            *dst = src.try_into().unwrap();
-        }
-        if tail > 0 {
-            let off = base + full * d.kd * NR;
-            let dst = &mut out[off..off + NR];
-            dst[..tail].copy_from_slice(chunks.remainder());
-            dst[tail..].fill(0.0);
-        }
+        put_row_panels(&d, glen, r, row, out)
     });
+}
+
+/// Column-matrix row `r` (all groups' rows in order; `row.len()` positions)
+/// into the forward GEMM's packed B: per group `glen` values, NR-position
+/// panels of `kd × NR`, the last panel's columns past the row zeroed.
+#[inline(always)]
+fn put_row_panels(d: &Dims, glen: usize, r: usize, row: &[f32], out: &mut [f32]) {
+    let (gi, kk) = (r / d.kd, r % d.kd);
+    let base = gi * glen + kk * NR;
+    let mut chunks = row.chunks_exact(NR);
+    for (panel, src) in (&mut chunks).enumerate() {
+        let off = base + panel * d.kd * NR;
+        let dst: &mut [f32; NR] = (&mut out[off..off + NR]).try_into().unwrap();
+        *dst = src.try_into().unwrap();
+    }
+    let tail = chunks.remainder();
+    if !tail.is_empty() {
+        let off = base + (row.len() / NR) * d.kd * NR;
+        out[off..off + tail.len()].copy_from_slice(tail);
+        out[off + tail.len()..off + NR].fill(0.0);
+    }
+}
+
+/// Column-matrix row `r` (`row.len()` positions) into the filter gradient's
+/// packed B (the transposed column matrix, `glen` values per group): row
+/// `kk` goes to lane `kk % NR` of panel `kk / NR`.
+#[inline(always)]
+fn put_row_lanes(d: &Dims, glen: usize, r: usize, row: &[f32], out: &mut [f32]) {
+    let (gi, kk) = (r / d.kd, r % d.kd);
+    let off = gi * glen + (kk / NR) * row.len() * NR + kk % NR;
+    let dst = &mut out[off..off + (row.len() - 1) * NR + 1];
+    for (v, &s) in dst.iter_mut().step_by(NR).zip(row) {
+        *v = s;
+    }
+}
+
+/// Zero the lanes past `kd` in the last panel of each group of a
+/// transposed packed B of `q` positions (they are never written by rows).
+fn zero_lane_tails(d: &Dims, q: usize, glen: usize, out: &mut [f32]) {
+    let (last, tail) = (d.kd / NR, d.kd % NR);
+    if tail != 0 {
+        for gout in out.chunks_exact_mut(glen) {
+            for lanes in gout[last * q * NR..].chunks_exact_mut(NR) {
+                lanes[tail..].fill(0.0);
+            }
+        }
+    }
 }
 
 /// im2col of one image into the filter gradient's packed B: per group,
@@ -481,23 +488,8 @@ fn im2col_packed_t(g: &ConvGeometry, x: &[f32], out: &mut [f32], scratch: &mut [
     let d = Dims::new(g);
     let glen = d.colt_packed();
     let out = &mut out[..d.group * glen];
-    let (last, tail) = (d.kd / NR, d.kd % NR);
-    if tail != 0 {
-        // Lanes past kd in the last panel stay zero.
-        for gout in out.chunks_exact_mut(glen) {
-            for lanes in gout[last * d.p * NR..].chunks_exact_mut(NR) {
-                lanes[tail..].fill(0.0);
-            }
-        }
-    }
-    with_rows(g, x, scratch, |r, row| {
-        let (gi, kk) = (r / d.kd, r % d.kd);
-        let off = gi * glen + (kk / NR) * d.p * NR + kk % NR;
-        let dst = &mut out[off..off + (d.p - 1) * NR + 1];
-        for (v, &s) in dst.iter_mut().step_by(NR).zip(row) {
-            *v = s;
-        }
-    });
+    zero_lane_tails(&d, d.p, glen, out);
+    with_rows(g, x, scratch, |r, row| put_row_lanes(&d, glen, r, row, out));
 }
 
 /// Column-matrix values per chunk of a forward pass that runs in chunks
@@ -531,25 +523,12 @@ fn im2col_packed_range(
     row: &mut [f32],
 ) {
     let d = Dims::new(g);
-    let q = q1 - q0;
-    let glen = packed::b_len(d.kd, q);
+    let glen = packed::b_len(d.kd, q1 - q0);
     let out = &mut out[..d.group * glen];
-    let (full, tail) = (q / NR, q % NR);
-    let row = &mut row[..q];
+    let row = &mut row[..q1 - q0];
     g2.for_rows(g.in_channels, |r, c, ki, kj| {
         g2.row_range(x, c, ki, kj, q0, q1, row);
-        let (gi, kk) = (r / d.kd, r % d.kd);
-        let base = gi * glen + kk * NR;
-        let mut chunks = row.chunks_exact(NR);
-        for (panel, src) in (&mut chunks).enumerate() {
-            let off = base + panel * d.kd * NR;
-            out[off..off + NR].copy_from_slice(src);
-        }
-        if tail > 0 {
-            let off = base + full * d.kd * NR;
-            out[off..off + tail].copy_from_slice(chunks.remainder());
-            out[off + tail..off + NR].fill(0.0);
-        }
+        put_row_panels(&d, glen, r, row, out);
     });
 }
 
@@ -571,26 +550,13 @@ fn im2col_packed_t_range(
     row: &mut [f32],
 ) {
     let d = Dims::new(g);
-    let q = q1 - q0;
-    let glen = packed::b_len(q, d.kd);
-    let (last, tail) = (d.kd / NR, d.kd % NR);
+    let glen = packed::b_len(q1 - q0, d.kd);
     let out = &mut out[..d.group * glen];
-    if tail != 0 {
-        for gout in out.chunks_exact_mut(glen) {
-            for lanes in gout[last * q * NR..].chunks_exact_mut(NR) {
-                lanes[tail..].fill(0.0);
-            }
-        }
-    }
-    let row = &mut row[..q];
+    zero_lane_tails(&d, q1 - q0, glen, out);
+    let row = &mut row[..q1 - q0];
     g2.for_rows(g.in_channels, |r, c, ki, kj| {
         g2.row_range(x, c, ki, kj, q0, q1, row);
-        let (gi, kk) = (r / d.kd, r % d.kd);
-        let off = gi * glen + (kk / NR) * q * NR + kk % NR;
-        let dst = &mut out[off..off + (q - 1) * NR + 1];
-        for (v, &s) in dst.iter_mut().step_by(NR).zip(row.iter()) {
-            *v = s;
-        }
+        put_row_lanes(&d, glen, r, row, out);
     });
 }
 

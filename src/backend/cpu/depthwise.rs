@@ -569,16 +569,24 @@ fn dots(fma: bool, rs: &Rows, dy: &[f32], buf: &[f32], offs: &[usize], sums: &mu
     dots_groups(rs, dy, buf, offs, sums)
 }
 
-#[inline(always)]
-fn dots_groups(rs: &Rows, dy: &[f32], buf: &[f32], offs: &[usize], sums: &mut [f32]) {
-    // Split the taps into groups of at most 8, as even as possible.
-    let t = offs.len();
+/// `0..t` split into consecutive groups of at most 8 taps, as even as
+/// possible (one register accumulator per tap of a group).
+fn tap_groups(t: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
     let groups = t.div_ceil(8);
     let mut start = 0;
-    for g in 0..groups {
+    (0..groups).map(move |g| {
         let end = start + (t - start).div_ceil(groups - g);
-        let (o, s) = (&offs[start..end], &mut sums[start..end]);
-        match end - start {
+        let r = start..end;
+        start = end;
+        r
+    })
+}
+
+#[inline(always)]
+fn dots_groups(rs: &Rows, dy: &[f32], buf: &[f32], offs: &[usize], sums: &mut [f32]) {
+    for r in tap_groups(offs.len()) {
+        let (o, s) = (&offs[r.clone()], &mut sums[r.clone()]);
+        match r.len() {
             1 => dots_body::<1>(rs, dy, buf, o, s),
             2 => dots_body::<2>(rs, dy, buf, o, s),
             3 => dots_body::<3>(rs, dy, buf, o, s),
@@ -588,7 +596,6 @@ fn dots_groups(rs: &Rows, dy: &[f32], buf: &[f32], offs: &[usize], sums: &mut [f
             7 => dots_body::<7>(rs, dy, buf, o, s),
             _ => dots_body::<8>(rs, dy, buf, o, s),
         }
-        start = end;
     }
 }
 
@@ -630,7 +637,7 @@ fn dots_body<const G: usize>(rs: &Rows, dy: &[f32], buf: &[f32], offs: &[usize],
 /// and every bound first (see `gather`, `scatter`, `dots`).
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::Rows;
+    use super::{tap_groups, Rows};
     use std::arch::x86_64::*;
 
     /// Σ of the 8 lanes, in the portable loops' order.
@@ -756,15 +763,11 @@ mod avx2 {
         offs: &[usize],
         sums: &mut [f32],
     ) {
-        // Taps in groups of at most 8 (one accumulator each), as even as
-        // possible; every dy load is shared by the group.
-        let t = offs.len().min(sums.len());
-        let groups = t.div_ceil(8);
-        let mut start = 0;
-        for g in 0..groups {
-            let end = start + (t - start).div_ceil(groups - g);
-            let (o, s) = (&offs[start..end], &mut sums[start..end]);
-            match end - start {
+        // One accumulator per tap of a group; every dy load is shared by
+        // the group.
+        for r in tap_groups(offs.len().min(sums.len())) {
+            let (o, s) = (&offs[r.clone()], &mut sums[r.clone()]);
+            match r.len() {
                 1 => dots_g::<1>(rs, dy, buf, o, s),
                 2 => dots_g::<2>(rs, dy, buf, o, s),
                 3 => dots_g::<3>(rs, dy, buf, o, s),
@@ -774,7 +777,6 @@ mod avx2 {
                 7 => dots_g::<7>(rs, dy, buf, o, s),
                 _ => dots_g::<8>(rs, dy, buf, o, s),
             }
-            start = end;
         }
     }
 

@@ -2,7 +2,7 @@
 //! large tensors).
 use rayon::prelude::*;
 
-use super::{CpuBackend, PAR_MIN};
+use super::{with_binary, CpuBackend, PAR_MIN};
 use crate::backend::{Binary, Buffer, Math, Unary, View, ViewMut};
 
 /// Row-major GEMM on host slices: `c = alpha·op(a)·op(b) + beta·c`.
@@ -138,33 +138,6 @@ fn map1(n: usize, y: &mut [f32], f: impl Fn(f32) -> f32 + Sync) {
     });
 }
 
-/// `y = a op b` over one chunk, the operation chosen once per chunk so the
-/// loop body is a single vectorisable expression.
-fn binary_chunk(op: Binary, a: &[f32], b: &[f32], y: &mut [f32]) {
-    let run = |f: fn(f32, f32) -> f32, y: &mut [f32]| {
-        for ((y, &a), &b) in y.iter_mut().zip(a).zip(b) {
-            *y = f(a, b);
-        }
-    };
-    match op {
-        Binary::Add => run(|a, b| a + b, y),
-        Binary::Sub => run(|a, b| a - b, y),
-        Binary::Mul => run(|a, b| a * b, y),
-        Binary::Div => run(|a, b| a / b, y),
-        Binary::Max => run(|a, b| a.max(b), y),
-    }
-}
-
-fn apply(op: Binary, a: f32, b: f32) -> f32 {
-    match op {
-        Binary::Add => a + b,
-        Binary::Sub => a - b,
-        Binary::Mul => a * b,
-        Binary::Div => a / b,
-        Binary::Max => a.max(b),
-    }
-}
-
 /// ReLU, the hottest activation, gets its own loops (`Unary::forward` and
 /// `backward` match on the variant per element, which blocks vectorisation).
 fn relu(x: f32, slope: f32) -> f32 {
@@ -289,17 +262,18 @@ impl Math for CpuBackend {
 
     fn binary(&self, op: Binary, n: usize, a: View, b: View, mut y: ViewMut) {
         let (a, b, y) = (a.host(n), b.host(n), y.host(n));
-        each3(a, b, y, |a, b, y| binary_chunk(op, a, b, y));
+        each3(a, b, y, |a, b, y| {
+            with_binary!(op, |f| for ((y, &a), &b) in y.iter_mut().zip(a).zip(b) {
+                *y = f(a, b);
+            })
+        });
     }
 
     fn binary_inplace(&self, op: Binary, n: usize, a: View, mut y: ViewMut) {
-        each2(a.host(n), y.host(n), |a, y| match op {
-            Binary::Add => y.iter_mut().zip(a).for_each(|(y, &a)| *y += a),
-            Binary::Mul => y.iter_mut().zip(a).for_each(|(y, &a)| *y *= a),
-            _ => y
-                .iter_mut()
-                .zip(a)
-                .for_each(|(y, &a)| *y = apply(op, a, *y)),
+        each2(a.host(n), y.host(n), |a, y| {
+            with_binary!(op, |f| for (y, &a) in y.iter_mut().zip(a) {
+                *y = f(a, *y);
+            })
         });
     }
 

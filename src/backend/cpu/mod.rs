@@ -17,6 +17,37 @@ mod solver;
 
 use super::Backend;
 
+/// Run `$body` with `$f` bound to the closure of the `Binary` operation
+/// `$op`: one match arm per operation, so each loop in `$body` is compiled
+/// (and vectorised) for its own expression instead of matching per element.
+macro_rules! with_binary {
+    ($op:expr, |$f:ident| $body:expr) => {
+        match $op {
+            $crate::backend::Binary::Add => {
+                let $f = |a: f32, b: f32| a + b;
+                $body
+            }
+            $crate::backend::Binary::Sub => {
+                let $f = |a: f32, b: f32| a - b;
+                $body
+            }
+            $crate::backend::Binary::Mul => {
+                let $f = |a: f32, b: f32| a * b;
+                $body
+            }
+            $crate::backend::Binary::Div => {
+                let $f = |a: f32, b: f32| a / b;
+                $body
+            }
+            $crate::backend::Binary::Max => {
+                let $f = |a: f32, b: f32| a.max(b);
+                $body
+            }
+        }
+    };
+}
+pub(crate) use with_binary;
+
 /// Work below this many elements stays on the calling thread: rayon's
 /// overhead beats the gain on small tensors.
 pub(crate) const PAR_MIN: usize = 1 << 15;

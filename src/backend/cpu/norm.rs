@@ -4,41 +4,22 @@
 //! memory order exactly as Caffe's CPU loop does.
 use rayon::prelude::*;
 
-use super::{CpuBackend, PAR_MIN};
+use super::{with_binary, CpuBackend, PAR_MIN};
 use crate::backend::{Binary, NormOps, View, ViewMut};
-
-#[inline]
-fn apply(op: Binary, a: f32, b: f32) -> f32 {
-    match op {
-        Binary::Add => a + b,
-        Binary::Sub => a - b,
-        Binary::Mul => a * b,
-        Binary::Div => a / b,
-        Binary::Max => a.max(b),
-    }
-}
 
 /// `y[i] = x[i] op v` over one row, the operation chosen once per row so
 /// each loop body is one vectorisable expression.
 fn row_op(op: Binary, x: &[f32], v: f32, y: &mut [f32]) {
-    match op {
-        Binary::Add => y.iter_mut().zip(x).for_each(|(y, &x)| *y = x + v),
-        Binary::Sub => y.iter_mut().zip(x).for_each(|(y, &x)| *y = x - v),
-        Binary::Mul => y.iter_mut().zip(x).for_each(|(y, &x)| *y = x * v),
-        Binary::Div => y.iter_mut().zip(x).for_each(|(y, &x)| *y = x / v),
-        Binary::Max => y.iter_mut().zip(x).for_each(|(y, &x)| *y = apply(op, x, v)),
-    }
+    with_binary!(op, |f| for (y, &x) in y.iter_mut().zip(x) {
+        *y = f(x, v);
+    })
 }
 
 /// `row_op` in place.
 fn row_op_inplace(op: Binary, v: f32, y: &mut [f32]) {
-    match op {
-        Binary::Add => y.iter_mut().for_each(|y| *y += v),
-        Binary::Sub => y.iter_mut().for_each(|y| *y -= v),
-        Binary::Mul => y.iter_mut().for_each(|y| *y *= v),
-        Binary::Div => y.iter_mut().for_each(|y| *y /= v),
-        Binary::Max => y.iter_mut().for_each(|y| *y = apply(Binary::Max, *y, v)),
-    }
+    with_binary!(op, |f| for y in y.iter_mut() {
+        *y = f(*y, v);
+    })
 }
 
 /// `Σ a[i]·b[i]` (or `Σ a[i]` without `b`) in f64, with independent
