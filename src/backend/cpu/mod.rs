@@ -1,6 +1,7 @@
-//! The CPU backend: GEMM through the `gemm` crate (a packed micro-kernel of
-//! our own for the convolution passes), rayon across batch items and
-//! channels, plain loops elsewhere.
+//! The CPU backend: GEMM through the `gemm` crate, with kernels of our own
+//! where it is slow (`packed`: the convolution passes; `skinny`: small-batch
+//! InnerProduct; `depthwise`), rayon across batch items and channels, and
+//! chunked element-wise loops elsewhere.
 mod conv;
 mod depthwise;
 mod eltwise;
