@@ -265,6 +265,7 @@ fn main() {
             true,
         );
         bench_ip(&be, "caffenet fc6", 16, 4096, 9216);
+        bench_ip(&be, "caffenet fc8 b128", 128, 1000, 4096);
     }
     if on("resnet") {
         // ResNet-50 (batch 8): deep layers with small output planes.

@@ -10,6 +10,7 @@ mod math;
 mod norm;
 mod packed;
 mod pool;
+mod pool_rows;
 mod recurrent;
 mod shape;
 mod skinny;

@@ -73,7 +73,13 @@ pub(crate) fn pack_b(k: usize, n: usize, b: &[f32], rs: usize, cs: usize, out: &
     for (jp, panel) in out.chunks_exact_mut(NR * k).enumerate() {
         let j0 = jp * NR;
         let cols = (n - j0).min(NR);
-        if cs == 1 {
+        if cs == 1 && cols == NR {
+            // Fixed-size copies (two vector moves, not a memcpy call each).
+            for (p, dst) in panel.chunks_exact_mut(NR).enumerate() {
+                let src: &[f32; NR] = b[p * rs + j0..][..NR].try_into().unwrap();
+                dst.copy_from_slice(src);
+            }
+        } else if cs == 1 {
             for (p, dst) in panel.chunks_exact_mut(NR).enumerate() {
                 dst[..cols].copy_from_slice(&b[p * rs + j0..p * rs + j0 + cols]);
                 dst[cols..].fill(0.0);
@@ -85,6 +91,16 @@ pub(crate) fn pack_b(k: usize, n: usize, b: &[f32], rs: usize, cs: usize, out: &
                 for dst in panel.chunks_exact_mut(NR) {
                     dst[cols..].fill(0.0);
                 }
+            }
+            #[cfg(target_arch = "x86_64")]
+            if rs == 1 && cols == NR && k >= 8 && std::is_x86_feature_detected!("avx") {
+                // A full panel of a transposed source: 16 rows of the
+                // source, read in runs of 8 and turned by 8×8 transposes.
+                let src: [&[f32]; NR] = std::array::from_fn(|c| &b[(j0 + c) * cs..][..k]);
+                // SAFETY: the CPU has AVX (checked above); `src` rows are
+                // k long and `panel` is k×NR, as `x86::pack_t16` needs.
+                unsafe { x86::pack_t16(k, &src, panel) };
+                continue;
             }
             for c in 0..cols {
                 let col = (j0 + c) * cs;
@@ -713,6 +729,56 @@ mod x86 {
                         _mm256_storeu_ps(d, _mm256_add_ps(_mm256_loadu_ps(d), hi[r]));
                     }
                 }
+            }
+        }
+    }
+
+    /// Packs one full B panel from 16 source columns stored as rows
+    /// (`src[c][p]` is B(p, c)) into `panel` (`[k][NR]`). Needs AVX, rows
+    /// of length ≥ k and a panel of length ≥ k·NR.
+    #[target_feature(enable = "avx")]
+    pub(super) unsafe fn pack_t16(k: usize, src: &[&[f32]; NR], panel: &mut [f32]) {
+        let out = panel.as_mut_ptr();
+        let k8 = k / 8 * 8;
+        for p in (0..k8).step_by(8) {
+            for half in 0..2 {
+                let r: [__m256; 8] =
+                    std::array::from_fn(|i| _mm256_loadu_ps(src[half * 8 + i].as_ptr().add(p)));
+                // 8×8 transpose: pairs, then quads, then 128-bit halves.
+                let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+                let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+                let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+                let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+                let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+                let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+                let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+                let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+                let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+                let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+                let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+                let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+                let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+                let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+                let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+                let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+                let cols = [
+                    _mm256_permute2f128_ps::<0x20>(u0, u4),
+                    _mm256_permute2f128_ps::<0x20>(u1, u5),
+                    _mm256_permute2f128_ps::<0x20>(u2, u6),
+                    _mm256_permute2f128_ps::<0x20>(u3, u7),
+                    _mm256_permute2f128_ps::<0x31>(u0, u4),
+                    _mm256_permute2f128_ps::<0x31>(u1, u5),
+                    _mm256_permute2f128_ps::<0x31>(u2, u6),
+                    _mm256_permute2f128_ps::<0x31>(u3, u7),
+                ];
+                for (q, v) in cols.into_iter().enumerate() {
+                    _mm256_storeu_ps(out.add((p + q) * NR + half * 8), v);
+                }
+            }
+        }
+        for p in k8..k {
+            for (c, row) in src.iter().enumerate() {
+                *out.add(p * NR + c) = row[p];
             }
         }
     }

@@ -1,7 +1,10 @@
 //! CPU PoolOps: Caffe's loops, one channel plane per task (rayon across
-//! planes once a task holds enough work).
+//! planes once a task holds enough work). The forward passes run eight
+//! output columns at a time where `pool_rows` applies; the scalar loops
+//! here are its reference and the fallback.
 use rayon::prelude::*;
 
+use super::pool_rows::RowPlan;
 use super::{CpuBackend, PAR_MIN};
 use crate::backend::pool::PoolGeometry;
 use crate::backend::{PoolOps, View, ViewMut};
@@ -28,13 +31,13 @@ fn window(o: usize, stride: usize, pad: usize, k: usize, size: usize) -> (usize,
 
 /// The windows of every output row and column, computed once per call
 /// rather than once per output value.
-struct Windows {
-    h: Vec<(usize, usize, i64)>,
-    w: Vec<(usize, usize, i64)>,
+pub(super) struct Windows {
+    pub(super) h: Vec<(usize, usize, i64)>,
+    pub(super) w: Vec<(usize, usize, i64)>,
 }
 
 impl Windows {
-    fn new(g: &PoolGeometry) -> Self {
+    pub(super) fn new(g: &PoolGeometry) -> Self {
         Windows {
             h: (0..g.pooled_height)
                 .map(|o| window(o, g.stride_h, g.pad_h, g.kernel_h, g.height))
@@ -48,7 +51,13 @@ impl Windows {
 
 /// MAX pooling of one plane, output after output (Caffe's loop): the
 /// first maximum in row-major order wins (strict `>`).
-fn max_plane(g: &PoolGeometry, win: &Windows, x: &[f32], y: &mut [f32], mask: &mut [f32]) {
+pub(super) fn max_plane(
+    g: &PoolGeometry,
+    win: &Windows,
+    x: &[f32],
+    y: &mut [f32],
+    mask: &mut [f32],
+) {
     match (g.kernel_h, g.kernel_w) {
         (2, 2) => max_plane_k::<2, 2>(g, win, x, y, mask),
         (3, 3) => max_plane_k::<3, 3>(g, win, x, y, mask),
@@ -102,7 +111,7 @@ fn max_plane_k<const KH: usize, const KW: usize>(
 
 /// AVE pooling of one plane (Caffe's loop: the window's values summed row
 /// by row, divided by the padded window size).
-fn ave_plane(g: &PoolGeometry, win: &Windows, x: &[f32], y: &mut [f32]) {
+pub(super) fn ave_plane(g: &PoolGeometry, win: &Windows, x: &[f32], y: &mut [f32]) {
     match (g.kernel_h, g.kernel_w) {
         (2, 2) => ave_plane_k::<2, 2>(g, win, x, y),
         (3, 3) => ave_plane_k::<3, 3>(g, win, x, y),
@@ -145,15 +154,40 @@ fn ave_plane_k<const KH: usize, const KW: usize>(
 /// AVE backward of one plane: each output's `dy / pool_size` added over its
 /// window, outputs in order (Caffe's accumulation order).
 fn ave_plane_backward(g: &PoolGeometry, win: &Windows, dy: &[f32], dx: &mut [f32]) {
+    match (g.kernel_h, g.kernel_w) {
+        (2, 2) => ave_plane_backward_k::<2, 2>(g, win, dy, dx),
+        (3, 3) => ave_plane_backward_k::<3, 3>(g, win, dy, dx),
+        _ => ave_plane_backward_k::<0, 0>(g, win, dy, dx),
+    }
+}
+
+/// `ave_plane_backward` with whole KH×KW windows unrolled, like
+/// `max_plane_k`.
+#[inline(always)]
+fn ave_plane_backward_k<const KH: usize, const KW: usize>(
+    g: &PoolGeometry,
+    win: &Windows,
+    dy: &[f32],
+    dx: &mut [f32],
+) {
     let (w, pw) = (g.width, g.pooled_width);
     let dx = &mut dx[..g.in_plane()];
     dx.fill(0.0);
     for (&(hs, he, eh), dr) in win.h.iter().zip(dy.chunks_exact(pw)) {
         for (&(ws, we, ew), &dv) in win.w.iter().zip(dr) {
             let d = dv / (eh * ew) as f32;
-            for h in hs..he {
-                for v in &mut dx[h * w + ws..h * w + we] {
-                    *v += d;
+            if KH > 0 && he - hs == KH && we - ws == KW {
+                let win = &mut dx[hs * w + ws..(hs + KH - 1) * w + ws + KW];
+                for r in 0..KH {
+                    for v in &mut win[r * w..r * w + KW] {
+                        *v += d;
+                    }
+                }
+            } else {
+                for h in hs..he {
+                    for v in &mut dx[h * w + ws..h * w + we] {
+                        *v += d;
+                    }
                 }
             }
         }
@@ -188,10 +222,14 @@ impl PoolOps for CpuBackend {
         let y = y.host(planes * op);
         let mask = mask.host(planes * op);
         let win = Windows::new(g);
-        x.par_chunks(ip)
+        let planes = x
+            .par_chunks(ip)
             .zip(y.par_chunks_mut(op).zip(mask.par_chunks_mut(op)))
-            .with_min_len(min_planes(g))
-            .for_each(|(x, (y, m))| max_plane(g, &win, x, y, m));
+            .with_min_len(min_planes(g));
+        match RowPlan::new(g) {
+            Some(rp) => planes.for_each(|(x, (y, m))| rp.max_plane(g, &win, x, y, m)),
+            None => planes.for_each(|(x, (y, m))| max_plane(g, &win, x, y, m)),
+        }
     }
 
     fn max_pool_backward(
@@ -217,10 +255,14 @@ impl PoolOps for CpuBackend {
         let x = x.host(planes * ip);
         let y = y.host(planes * op);
         let win = Windows::new(g);
-        x.par_chunks(ip)
+        let planes = x
+            .par_chunks(ip)
             .zip(y.par_chunks_mut(op))
-            .with_min_len(min_planes(g))
-            .for_each(|(x, y)| ave_plane(g, &win, x, y));
+            .with_min_len(min_planes(g));
+        match RowPlan::new(g) {
+            Some(rp) => planes.for_each(|(x, y)| rp.ave_plane(g, &win, x, y)),
+            None => planes.for_each(|(x, y)| ave_plane(g, &win, x, y)),
+        }
     }
 
     fn ave_pool_backward(&self, g: &PoolGeometry, planes: usize, dy: View, mut dx: ViewMut) {
@@ -236,11 +278,11 @@ impl PoolOps for CpuBackend {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::backend::Buffer;
 
-    fn geom(
+    pub(in crate::backend::cpu) fn geom(
         h: usize,
         w: usize,
         k: usize,
