@@ -331,7 +331,13 @@ unsafe fn rows_indirect_body<const AVX2: bool>(
                     };
                     #[cfg(target_arch = "x86_64")]
                     if AVX2 {
-                        x86::tile_rows_indirect::<$r>(oh, ow, t, b, ct, ldc, cols);
+                        // A last panel of ≤ 8 columns (ocg = 20, 50 …)
+                        // runs half-width: no FMAs on the zero padding.
+                        if cols <= 8 {
+                            x86::tile_rows_indirect::<$r, true>(oh, ow, t, b, ct, ldc, cols);
+                        } else {
+                            x86::tile_rows_indirect::<$r, false>(oh, ow, t, b, ct, ldc, cols);
+                        }
                         continue;
                     }
                     tile_rows_indirect::<$r>(oh, ow, t, b, ct, ldc, cols);
@@ -786,7 +792,8 @@ mod x86 {
     /// Same contract as `super::tile_rows_indirect`; only called from
     /// AVX2+FMA code.
     #[inline(always)]
-    pub(super) unsafe fn tile_rows_indirect<const R: usize>(
+    /// `HALF`: only the first 8 columns (`cols` ≤ 8) are computed.
+    pub(super) unsafe fn tile_rows_indirect<const R: usize, const HALF: bool>(
         oh: usize,
         ow: usize,
         rows: impl Fn(usize) -> [*const f32; R],
@@ -801,11 +808,19 @@ mod x86 {
         for i in 0..oh {
             let a = rows(i);
             for j in 0..ow {
-                let (v0, v1) = (_mm256_loadu_ps(bp), _mm256_loadu_ps(bp.add(8)));
-                for r in 0..R {
-                    let av = _mm256_broadcast_ss(&*a[r].add(j));
-                    lo[r] = _mm256_fmadd_ps(av, v0, lo[r]);
-                    hi[r] = _mm256_fmadd_ps(av, v1, hi[r]);
+                let v0 = _mm256_loadu_ps(bp);
+                if HALF {
+                    for r in 0..R {
+                        let av = _mm256_broadcast_ss(&*a[r].add(j));
+                        lo[r] = _mm256_fmadd_ps(av, v0, lo[r]);
+                    }
+                } else {
+                    let v1 = _mm256_loadu_ps(bp.add(8));
+                    for r in 0..R {
+                        let av = _mm256_broadcast_ss(&*a[r].add(j));
+                        lo[r] = _mm256_fmadd_ps(av, v0, lo[r]);
+                        hi[r] = _mm256_fmadd_ps(av, v1, hi[r]);
+                    }
                 }
                 bp = bp.add(NR);
             }
