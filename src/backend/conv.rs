@@ -165,6 +165,25 @@ pub trait ConvOps: Math {
         generic::conv_backward_filter(self, g, num, x, dy, dw, ws)
     }
 
+    /// `conv_backward_bias` (over `g`'s output) then `conv_backward_filter`,
+    /// the convolution layer's order when it has a bias; a backend may fuse
+    /// the two so that `dy` is read once.
+    #[allow(clippy::too_many_arguments)]
+    fn conv_backward_filter_bias(
+        &self,
+        g: &ConvGeometry,
+        num: usize,
+        x: View,
+        dy: View,
+        dw: ViewMut,
+        db: ViewMut,
+        mut ws: ViewMut,
+    ) {
+        let (c, s) = (g.out_channels, g.out_spatial());
+        self.conv_backward_bias(num, c, s, dy, db, ws.rb());
+        self.conv_backward_filter(g, num, x, dy, dw, ws);
+    }
+
     /// `db[c] += Σ_images Σ_positions dy[c]` over `num` images of
     /// `channels × spatial` values (accumulates). `ws` needs `spatial` values.
     fn conv_backward_bias(

@@ -826,6 +826,8 @@ fn filter_direct_len(g: &ConvGeometry, dr: &Direct) -> usize {
 /// `dwt += Σ_{n in range} (dy_n ⋆ x_n)ᵀ` without a column matrix: per
 /// group, `dWᵀ (kd × ocg) += taps(x_n) · dy_nᵀ`, the taps read in place
 /// (`packed::gemm_rows_indirect`). `dwt` holds dWᵀ group after group.
+/// With `db`, also `db[c] += Σ_positions dy_n[c]` image after image, while
+/// each image's dy is in cache (the bias gradient fused in).
 fn filter_direct<'a>(
     g: &ConvGeometry,
     dr: &Direct,
@@ -833,6 +835,7 @@ fn filter_direct<'a>(
     image: &impl Fn(usize) -> (&'a [f32], &'a [f32]),
     buf: &mut [f32],
     dwt: &mut [f32],
+    mut db: Option<&mut [f32]>,
 ) {
     let d = Dims::new(g);
     let (padded, rest) = buf.split_at_mut(dr.scratch_len(g));
@@ -861,6 +864,11 @@ fn filter_direct<'a>(
                 &mut dwt[gi * d.kd * d.ocg..],
                 d.ocg,
             );
+        }
+        if let Some(db) = db.as_deref_mut() {
+            for (b, row) in db[..g.out_channels].iter_mut().zip(dyn_.chunks_exact(d.p)) {
+                *b += sum(row);
+            }
         }
     }
 }
@@ -970,7 +978,8 @@ impl Plan {
             workers,
             worker_len: forward.max(filter).max(data).next_multiple_of(ALIGN),
             parts,
-            part_len: g.weight_len().next_multiple_of(ALIGN),
+            // dW's partial sum, then db's (fused filter and bias passes).
+            part_len: (g.weight_len() + g.out_channels).next_multiple_of(ALIGN),
             batch: 0,
         }
     }
@@ -1146,6 +1155,132 @@ fn filter_range<'a>(
     for n in range {
         let (xn, dyn_) = image(n);
         filter_image(g, xn, dyn_, buf, dw, accumulate || n > start);
+    }
+}
+
+/// The filter gradient, and with `db` the bias gradient too: fused into
+/// the `Direct` pass (dy read once), else the bias pass first (the layer's
+/// order) and then the filter pass.
+#[allow(clippy::too_many_arguments)]
+fn backward_filter(
+    be: &CpuBackend,
+    g: &ConvGeometry,
+    num: usize,
+    x: View,
+    dy: View,
+    mut dw: ViewMut,
+    db: Option<ViewMut>,
+    mut ws: ViewMut,
+) {
+    let plan = match Depthwise::new(g) {
+        Some(_) => None,
+        None => Plan::fit(g, num, ws.host_rest().len()),
+    };
+    let direct = plan.and_then(|p| (p.batch == 0).then(|| Direct::taps(g)).flatten());
+    let (Some(plan), Some(dr)) = (plan, direct) else {
+        if let Some(db) = db {
+            let (c, s) = (g.out_channels, g.out_spatial());
+            be.conv_backward_bias(num, c, s, dy, db, ws.rb());
+        }
+        if let Some(k) = Depthwise::new(g) {
+            return k.backward_filter(num, x, dy, dw);
+        }
+        let Some(plan) = plan else {
+            return generic::conv_backward_filter(be, g, num, x, dy, dw, ws);
+        };
+        return backward_filter_images(g, num, &plan, x, dy, dw, ws);
+    };
+    let (id, od, wl) = (g.in_dim(), g.out_dim(), g.weight_len());
+    let x = x.host(num * id);
+    let dy = dy.host(num * od);
+    let dw = dw.host(wl);
+    let mut db_view = db;
+    let mut db = db_view.as_mut().map(|b| b.host(g.out_channels));
+    let (_, workers, parts) = plan.split(ws.host_rest());
+    let image = |n: usize| (&x[n * id..(n + 1) * id], &dy[n * od..(n + 1) * od]);
+    // dWᵀ sums (zeroed), added to dw transposed: the whole batch for one
+    // worker, else fixed image ranges reduced in order.
+    if plan.parts <= 1 {
+        return workers.with(|buf| {
+            let (buf, dwt) = buf.split_at_mut(filter_direct_len(g, &dr) - wl);
+            let dwt = &mut dwt[..wl];
+            dwt.fill(0.0);
+            filter_direct(g, &dr, 0..num, &image, buf, dwt, db.as_deref_mut());
+            add_transposed(g, dwt, dw);
+        });
+    }
+    let per = num.div_ceil(plan.parts);
+    let used = num.div_ceil(per);
+    let pl = plan.part_len;
+    let fused = db.is_some();
+    parts[..used * pl]
+        .par_chunks_mut(pl)
+        .enumerate()
+        .for_each(|(k, part)| {
+            let range = k * per..((k + 1) * per).min(num);
+            part.fill(0.0);
+            let (dwt, dbp) = part.split_at_mut(wl);
+            let dbp = fused.then_some(&mut dbp[..g.out_channels]);
+            workers.with(|buf| filter_direct(g, &dr, range, &image, buf, dwt, dbp));
+        });
+    // Summed in order where they are contiguous, then turned once (one
+    // strided pass instead of one per part); db gets the parts in order.
+    let (first, rest) = parts[..used * pl].split_at_mut(pl);
+    for part in rest.chunks(pl) {
+        for (a, &p) in first[..wl].iter_mut().zip(&part[..wl]) {
+            *a += p;
+        }
+    }
+    add_transposed(g, first, dw);
+    if let Some(db) = db {
+        for part in parts[..used * pl].chunks(pl) {
+            for (b, &p) in db.iter_mut().zip(&part[wl..wl + g.out_channels]) {
+                *b += p;
+            }
+        }
+    }
+}
+
+/// The filter gradient without `Direct`: batched, or image after image
+/// through im2col (fixed image ranges reduced in order).
+fn backward_filter_images(
+    g: &ConvGeometry,
+    num: usize,
+    plan: &Plan,
+    x: View,
+    dy: View,
+    mut dw: ViewMut,
+    mut ws: ViewMut,
+) {
+    let (id, od, wl) = (g.in_dim(), g.out_dim(), g.weight_len());
+    let x = x.host(num * id);
+    let dy = dy.host(num * od);
+    let dw = dw.host(wl);
+    if plan.batch > 0 {
+        let (_, buf, _) = plan.regions(ws.host_rest());
+        return Batched::new(g, plan.batch).backward_filter(num, x, dy, dw, buf);
+    }
+    let (_, workers, parts) = plan.split(ws.host_rest());
+    let image = |n: usize| (&x[n * id..(n + 1) * id], &dy[n * od..(n + 1) * od]);
+    if plan.parts <= 1 {
+        // Caffe's order: accumulate image after image into dw.
+        return workers.with(|buf| filter_range(g, 0..num, &image, buf, dw, true));
+    }
+    let per = num.div_ceil(plan.parts);
+    let used = num.div_ceil(per);
+    let pl = plan.part_len;
+    parts[..used * pl]
+        .par_chunks_mut(pl)
+        .enumerate()
+        .for_each(|(k, part)| {
+            let range = k * per..((k + 1) * per).min(num);
+            workers.with(|buf| filter_range(g, range, &image, buf, &mut part[..wl], false));
+        });
+    // Fixed-order reduction: dw += part_0 + part_1 + ...
+    for part in parts[..used * pl].chunks(pl) {
+        for (a, &p) in dw.iter_mut().zip(&part[..wl]) {
+            *a += p;
+        }
     }
 }
 
@@ -1596,79 +1731,23 @@ impl ConvOps for CpuBackend {
         num: usize,
         x: View,
         dy: View,
-        mut dw: ViewMut,
-        mut ws: ViewMut,
+        dw: ViewMut,
+        ws: ViewMut,
     ) {
-        if let Some(k) = Depthwise::new(g) {
-            return k.backward_filter(num, x, dy, dw);
-        }
-        let Some(plan) = Plan::fit(g, num, ws.host_rest().len()) else {
-            return generic::conv_backward_filter(self, g, num, x, dy, dw, ws);
-        };
-        let (id, od, wl) = (g.in_dim(), g.out_dim(), g.weight_len());
-        let x = x.host(num * id);
-        let dy = dy.host(num * od);
-        let dw = dw.host(wl);
-        if plan.batch > 0 {
-            let (_, buf, _) = plan.regions(ws.host_rest());
-            return Batched::new(g, plan.batch).backward_filter(num, x, dy, dw, buf);
-        }
-        let (_, workers, parts) = plan.split(ws.host_rest());
-        let image = |n: usize| (&x[n * id..(n + 1) * id], &dy[n * od..(n + 1) * od]);
-        if let Some(dr) = Direct::taps(g) {
-            // dWᵀ sums (zeroed), added to dw transposed: the whole batch
-            // for one worker, else fixed image ranges reduced in order.
-            if plan.parts <= 1 {
-                return workers.with(|buf| {
-                    let (buf, dwt) = buf.split_at_mut(filter_direct_len(g, &dr) - wl);
-                    let dwt = &mut dwt[..wl];
-                    dwt.fill(0.0);
-                    filter_direct(g, &dr, 0..num, &image, buf, dwt);
-                    add_transposed(g, dwt, dw);
-                });
-            }
-            let per = num.div_ceil(plan.parts);
-            let used = num.div_ceil(per);
-            let pl = plan.part_len;
-            parts[..used * pl]
-                .par_chunks_mut(pl)
-                .enumerate()
-                .for_each(|(k, part)| {
-                    let range = k * per..((k + 1) * per).min(num);
-                    part.fill(0.0);
-                    workers.with(|buf| filter_direct(g, &dr, range, &image, buf, part));
-                });
-            // Summed in order where they are contiguous, then turned once
-            // (one strided pass instead of one per part).
-            let (first, rest) = parts[..used * pl].split_at_mut(pl);
-            for part in rest.chunks(pl) {
-                for (a, &p) in first[..wl].iter_mut().zip(&part[..wl]) {
-                    *a += p;
-                }
-            }
-            add_transposed(g, first, dw);
-            return;
-        }
-        if plan.parts <= 1 {
-            // Caffe's order: accumulate image after image into dw.
-            return workers.with(|buf| filter_range(g, 0..num, &image, buf, dw, true));
-        }
-        let per = num.div_ceil(plan.parts);
-        let used = num.div_ceil(per);
-        let pl = plan.part_len;
-        parts[..used * pl]
-            .par_chunks_mut(pl)
-            .enumerate()
-            .for_each(|(k, part)| {
-                let range = k * per..((k + 1) * per).min(num);
-                workers.with(|buf| filter_range(g, range, &image, buf, &mut part[..wl], false));
-            });
-        // Fixed-order reduction: dw += part_0 + part_1 + ...
-        for part in parts[..used * pl].chunks(pl) {
-            for (a, &p) in dw.iter_mut().zip(&part[..wl]) {
-                *a += p;
-            }
-        }
+        backward_filter(self, g, num, x, dy, dw, None, ws)
+    }
+
+    fn conv_backward_filter_bias(
+        &self,
+        g: &ConvGeometry,
+        num: usize,
+        x: View,
+        dy: View,
+        dw: ViewMut,
+        db: ViewMut,
+        ws: ViewMut,
+    ) {
+        backward_filter(self, g, num, x, dy, dw, Some(db), ws)
     }
 
     fn conv_backward_bias(
@@ -1991,6 +2070,20 @@ mod tests {
                 let tol = 1e-5 * ((num * os) as f32 / 64.0).sqrt().max(1.0);
                 close(&db.read(oc), &want, tol);
                 close(&dbg.read(oc), &want, tol);
+                // Fused filter and bias passes: the same dW, the same db sums.
+                let mut dw2 = Buffer::from_vec(vec![1.0; w.len()]);
+                let mut db2 = Buffer::from_vec(vec![0.5; oc]);
+                be.conv_backward_filter_bias(
+                    &g,
+                    num,
+                    xb.view(),
+                    dyb.view(),
+                    dw2.view_mut(),
+                    db2.view_mut(),
+                    ws.view_mut(),
+                );
+                assert_eq!(dw2.read(w.len()), dw.read(w.len()), "{g:?}");
+                close(&db2.read(oc), &want, tol);
             }
         }
     }

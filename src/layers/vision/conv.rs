@@ -217,25 +217,28 @@ impl Layer for Convolution {
         let g = &self.geom;
         for i in 0..io.n_tops() {
             if self.bias_term {
-                let ([y], [b]) = io.split([Slot::T(i)], [Slot::P(1)])?;
-                cx.be.conv_backward_bias(
+                let ([x, y], [w, b]) =
+                    io.split([Slot::B(i), Slot::T(i)], [Slot::P(0), Slot::P(1)])?;
+                cx.be.conv_backward_filter_bias(
+                    g,
                     self.num,
-                    g.out_channels,
-                    g.out_spatial(),
+                    x.data.view(),
                     y.diff.view(),
+                    w.diff.view_mut(),
                     b.diff.view_mut(),
                     self.ws.view_mut(),
                 );
+            } else {
+                let ([x, y], [w]) = io.split([Slot::B(i), Slot::T(i)], [Slot::P(0)])?;
+                cx.be.conv_backward_filter(
+                    g,
+                    self.num,
+                    x.data.view(),
+                    y.diff.view(),
+                    w.diff.view_mut(),
+                    self.ws.view_mut(),
+                );
             }
-            let ([x, y], [w]) = io.split([Slot::B(i), Slot::T(i)], [Slot::P(0)])?;
-            cx.be.conv_backward_filter(
-                g,
-                self.num,
-                x.data.view(),
-                y.diff.view(),
-                w.diff.view_mut(),
-                self.ws.view_mut(),
-            );
             if propagate_down.get(i).copied().unwrap_or(false) {
                 let ([y, w], [x]) = io.split([Slot::T(i), Slot::P(0)], [Slot::B(i)])?;
                 cx.be.conv_backward_data(
