@@ -176,11 +176,13 @@ mod x86 {
             _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
             _mm256_set1_epi32(s as i32),
         );
-        for gi in 0..plan.groups {
-            let j0 = gi * 8;
-            let r = Row::new(g, j0, _mm256_set1_ps(f32::NEG_INFINITY));
-            let n = (pw - j0).min(8);
-            for (i, &(hs, he, _)) in win.h.iter().enumerate() {
+        // Row-major order over the plane (output rows outside, groups
+        // inside): large planes stream from memory in order.
+        for (i, &(hs, he, _)) in win.h.iter().enumerate() {
+            for gi in 0..plan.groups {
+                let j0 = gi * 8;
+                let r = Row::new(g, j0, _mm256_set1_ps(f32::NEG_INFINITY));
+                let n = (pw - j0).min(8);
                 let mut best = _mm256_set1_ps(-f32::MAX);
                 let mut arg = _mm256_set1_epi32(-1);
                 for h in hs..he {
@@ -220,11 +222,11 @@ mod x86 {
         for (e, &(_, _, x)) in ew.iter_mut().zip(&win.w) {
             *e = x as i32;
         }
-        for gi in 0..plan.groups {
-            let j0 = gi * 8;
-            let r = Row::new(g, j0, _mm256_setzero_ps());
-            let ewv = _mm256_loadu_si256(ew.as_ptr().add(j0) as *const __m256i);
-            for (i, &(hs, he, eh)) in win.h.iter().enumerate() {
+        for (i, &(hs, he, eh)) in win.h.iter().enumerate() {
+            for gi in 0..plan.groups {
+                let j0 = gi * 8;
+                let r = Row::new(g, j0, _mm256_setzero_ps());
+                let ewv = _mm256_loadu_si256(ew.as_ptr().add(j0) as *const __m256i);
                 let mut sum = _mm256_setzero_ps();
                 for h in hs..he {
                     let row = x.as_ptr().add(h * w);
