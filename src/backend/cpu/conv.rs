@@ -1169,33 +1169,27 @@ fn backward_filter(
     x: View,
     dy: View,
     mut dw: ViewMut,
-    db: Option<ViewMut>,
+    mut db: Option<ViewMut>,
     mut ws: ViewMut,
 ) {
-    let plan = match Depthwise::new(g) {
+    let direct = match Depthwise::new(g) {
         Some(_) => None,
-        None => Plan::fit(g, num, ws.host_rest().len()),
+        None => Plan::fit(g, num, ws.host_rest().len())
+            .filter(|p| p.batch == 0)
+            .zip(Direct::taps(g)),
     };
-    let direct = plan.and_then(|p| (p.batch == 0).then(|| Direct::taps(g)).flatten());
-    let (Some(plan), Some(dr)) = (plan, direct) else {
+    let Some((plan, dr)) = direct else {
         if let Some(db) = db {
             let (c, s) = (g.out_channels, g.out_spatial());
             be.conv_backward_bias(num, c, s, dy, db, ws.rb());
         }
-        if let Some(k) = Depthwise::new(g) {
-            return k.backward_filter(num, x, dy, dw);
-        }
-        let Some(plan) = plan else {
-            return generic::conv_backward_filter(be, g, num, x, dy, dw, ws);
-        };
-        return backward_filter_images(g, num, &plan, x, dy, dw, ws);
+        return filter_pass(be, g, num, x, dy, dw, ws);
     };
     let (id, od, wl) = (g.in_dim(), g.out_dim(), g.weight_len());
     let x = x.host(num * id);
     let dy = dy.host(num * od);
     let dw = dw.host(wl);
-    let mut db_view = db;
-    let mut db = db_view.as_mut().map(|b| b.host(g.out_channels));
+    let mut db = db.as_mut().map(|b| b.host(g.out_channels));
     let (_, workers, parts) = plan.split(ws.host_rest());
     let image = |n: usize| (&x[n * id..(n + 1) * id], &dy[n * od..(n + 1) * od]);
     // dWᵀ sums (zeroed), added to dw transposed: the whole batch for one
@@ -1241,17 +1235,24 @@ fn backward_filter(
     }
 }
 
-/// The filter gradient without `Direct`: batched, or image after image
-/// through im2col (fixed image ranges reduced in order).
-fn backward_filter_images(
+/// The filter gradient without `Direct`: depthwise, the generic passes
+/// (workspace too small), batched, or image after image through im2col
+/// (fixed image ranges reduced in order).
+fn filter_pass(
+    be: &CpuBackend,
     g: &ConvGeometry,
     num: usize,
-    plan: &Plan,
     x: View,
     dy: View,
     mut dw: ViewMut,
     mut ws: ViewMut,
 ) {
+    if let Some(k) = Depthwise::new(g) {
+        return k.backward_filter(num, x, dy, dw);
+    }
+    let Some(plan) = Plan::fit(g, num, ws.host_rest().len()) else {
+        return generic::conv_backward_filter(be, g, num, x, dy, dw, ws);
+    };
     let (id, od, wl) = (g.in_dim(), g.out_dim(), g.weight_len());
     let x = x.host(num * id);
     let dy = dy.host(num * od);

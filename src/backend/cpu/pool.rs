@@ -226,7 +226,7 @@ impl PoolOps for CpuBackend {
             .par_chunks(ip)
             .zip(y.par_chunks_mut(op).zip(mask.par_chunks_mut(op)))
             .with_min_len(min_planes(g));
-        match RowPlan::new(g) {
+        match RowPlan::new(g, &win) {
             Some(rp) => planes.for_each(|(x, (y, m))| rp.max_plane(g, &win, x, y, m)),
             None => planes.for_each(|(x, (y, m))| max_plane(g, &win, x, y, m)),
         }
@@ -259,7 +259,7 @@ impl PoolOps for CpuBackend {
             .par_chunks(ip)
             .zip(y.par_chunks_mut(op))
             .with_min_len(min_planes(g));
-        match RowPlan::new(g) {
+        match RowPlan::new(g, &win) {
             Some(rp) => planes.for_each(|(x, y)| rp.ave_plane(g, &win, x, y)),
             None => planes.for_each(|(x, y)| ave_plane(g, &win, x, y)),
         }

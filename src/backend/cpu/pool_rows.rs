@@ -21,19 +21,25 @@ use crate::backend::pool::PoolGeometry;
 pub(super) struct RowPlan {
     /// Groups of 8 output columns (the last may be partly past the end).
     groups: usize,
+    /// Caffe's AVE divisor extents along the width, 8 per group (1 past
+    /// the last output), computed once per call rather than per plane.
+    ew: Vec<i32>,
 }
 
 impl RowPlan {
-    pub(super) fn new(g: &PoolGeometry) -> Option<RowPlan> {
+    pub(super) fn new(g: &PoolGeometry, win: &Windows) -> Option<RowPlan> {
         // Below 8 outputs per row the one partial group loses to the
         // scalar loops (measured: LeNet's pool2, cifar10_quick's pool3).
         if !matches!(g.stride_w, 1 | 2) || g.pooled_width < 8 || g.in_plane() >= 1 << 24 || !avx2()
         {
             return None;
         }
-        Some(RowPlan {
-            groups: g.pooled_width.div_ceil(8),
-        })
+        let groups = g.pooled_width.div_ceil(8);
+        let mut ew = vec![1i32; groups * 8];
+        for (e, &(_, _, x)) in ew.iter_mut().zip(&win.w) {
+            *e = x as i32;
+        }
+        Some(RowPlan { groups, ew })
     }
 
     /// MAX pooling of one plane (see `pool::max_plane`).
@@ -316,24 +322,19 @@ mod x86 {
         x: &[f32],
         y: &mut [f32],
     ) {
-        // Caffe's divisor extents along the width, 8 per group (1 past pw).
-        let mut ew = vec![1i32; plan.groups * 8];
-        for (e, &(_, _, x)) in ew.iter_mut().zip(&win.w) {
-            *e = x as i32;
-        }
-        let fill = _mm256_setzero_ps();
+        let (ew, fill) = (&plan.ew, _mm256_setzero_ps());
         if g.in_plane() < STRIPS_BELOW {
             for gi in 0..plan.groups {
                 let r = Row::new(g, gi * 8, fill);
                 for i in 0..g.pooled_height {
-                    ave_out(g, win, &r, &ew, x, y, i);
+                    ave_out(g, win, &r, ew, x, y, i);
                 }
             }
         } else {
             for i in 0..g.pooled_height {
                 for gi in 0..plan.groups {
                     let r = Row::new(g, gi * 8, fill);
-                    ave_out(g, win, &r, &ew, x, y, i);
+                    ave_out(g, win, &r, ew, x, y, i);
                 }
             }
         }
@@ -396,8 +397,8 @@ mod tests {
         ];
         for (n, &(h, w, k, s, p)) in shapes.iter().enumerate() {
             let g = geom(h, w, k, s, p);
-            let plan = RowPlan::new(&g).expect("stride 1 or 2 applies");
             let win = Windows::new(&g);
+            let plan = RowPlan::new(&g, &win).expect("stride 1 or 2 applies");
             let x = plane(h * w, n);
             let op = g.out_plane();
             let (mut y0, mut m0, mut y1, mut m1) =
@@ -421,7 +422,8 @@ mod tests {
 
     #[test]
     fn other_strides_and_short_rows_keep_the_scalar_loops() {
-        assert!(RowPlan::new(&geom(32, 32, 3, 3, 0)).is_none());
-        assert!(RowPlan::new(&geom(8, 8, 3, 2, 0)).is_none());
+        for g in [geom(32, 32, 3, 3, 0), geom(8, 8, 3, 2, 0)] {
+            assert!(RowPlan::new(&g, &Windows::new(&g)).is_none());
+        }
     }
 }
