@@ -77,6 +77,7 @@ fn conv_geom(c: usize, hw: usize, o: usize, k: usize, pad: usize) -> ConvGeometr
         pad: vec![pad, pad],
         dilation: vec![1, 1],
         group: 1,
+        engine: Default::default(),
     }
 }
 

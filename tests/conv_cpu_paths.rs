@@ -32,6 +32,7 @@ fn geom(
         pad: p.to_vec(),
         dilation: dl.to_vec(),
         group,
+        engine: Default::default(),
     }
 }
 

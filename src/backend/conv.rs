@@ -29,6 +29,32 @@ pub struct ConvGeometry {
     pub pad: Vec<usize>,
     pub dilation: Vec<usize>,
     pub group: usize,
+    /// The layer's `engine` (Caffe's DEFAULT/CAFFE/CUDNN): which
+    /// implementation a GPU backend uses; the CPU backend ignores it.
+    pub engine: Engine,
+}
+
+/// Caffe's per-layer `engine` choice. DEFAULT lets the backend pick (on
+/// a GPU: cuDNN where Caffe would use it), CAFFE asks for Caffe's own
+/// im2col + GEMM kernels, CUDNN for cuDNN.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Engine {
+    #[default]
+    Default,
+    Caffe,
+    Cudnn,
+}
+
+impl Engine {
+    /// From the proto enum's value (0 DEFAULT, 1 CAFFE, 2 CUDNN; anything
+    /// else is DEFAULT, as prost keeps unknown values).
+    pub fn from_proto(v: i32) -> Self {
+        match v {
+            1 => Engine::Caffe,
+            2 => Engine::Cudnn,
+            _ => Engine::Default,
+        }
+    }
 }
 
 impl ConvGeometry {

@@ -27,7 +27,7 @@ pub mod solver;
 pub mod unary;
 
 pub use buffer::{Buffer, Location, View, ViewMut};
-pub use conv::{ConvGeometry, ConvOps};
+pub use conv::{ConvGeometry, ConvOps, Engine};
 pub use eltwise::EltwiseOps;
 pub use lrn::LrnOps;
 pub use norm::NormOps;

@@ -681,6 +681,7 @@ fn transposed(g: &ConvGeometry) -> Option<ConvGeometry> {
         pad: (0..2).map(|d| g.kernel[d] - 1 - g.pad[d]).collect(),
         dilation: vec![1, 1],
         group: g.group,
+        engine: g.engine,
     };
     Direct::new(&gt).map(|_| gt)
 }
@@ -1812,6 +1813,7 @@ mod tests {
             pad: p.to_vec(),
             dilation: dl.to_vec(),
             group,
+            engine: Default::default(),
         }
     }
 

@@ -852,6 +852,7 @@ mod tests {
             pad: p.to_vec(),
             dilation: d.to_vec(),
             group: c,
+            engine: Default::default(),
         }
     }
 

@@ -27,13 +27,13 @@ use super::nvrtc;
 use crate::backend::{Binary, Buffer, Math, Unary, View, ViewMut};
 
 /// Threads per block of the element-wise kernels (grid-stride loops).
-const THREADS: u32 = 256;
+pub(crate) const THREADS: u32 = 256;
 /// Grid cap for element-wise kernels: enough blocks to fill any current
 /// GPU; larger tensors loop.
-const MAX_BLOCKS: u32 = 1 << 16;
+pub(crate) const MAX_BLOCKS: u32 = 1 << 16;
 /// Grid of the reductions: fixed, so the partial sums (and the result's
 /// rounding) do not depend on anything but `n`.
-const REDUCE_BLOCKS: u32 = 1024;
+pub(crate) const REDUCE_BLOCKS: u32 = 1024;
 
 /// One kernel argument (all kernels take ints, floats and device addresses).
 #[derive(Debug, Clone, Copy)]
@@ -44,7 +44,7 @@ pub enum KArg {
     Ptr(CdPtr),
 }
 
-fn elementwise(n: usize) -> LaunchConfig {
+pub(crate) fn elementwise(n: usize) -> LaunchConfig {
     let blocks = (n.div_ceil(THREADS as usize)).clamp(1, MAX_BLOCKS as usize) as u32;
     LaunchConfig {
         grid_dim: (blocks, 1, 1),
@@ -53,7 +53,7 @@ fn elementwise(n: usize) -> LaunchConfig {
     }
 }
 
-fn reduction(n: usize) -> LaunchConfig {
+pub(crate) fn reduction(n: usize) -> LaunchConfig {
     let blocks = (n.div_ceil(REDUCE_THREADS as usize)).clamp(1, REDUCE_BLOCKS as usize) as u32;
     LaunchConfig {
         grid_dim: (blocks, 1, 1),
@@ -62,11 +62,11 @@ fn reduction(n: usize) -> LaunchConfig {
     }
 }
 
-fn ll(n: usize) -> KArg {
+pub(crate) fn ll(n: usize) -> KArg {
     KArg::I64(n as i64)
 }
 
-fn f(v: f32) -> KArg {
+pub(crate) fn f(v: f32) -> KArg {
     KArg::F32(v)
 }
 
@@ -78,7 +78,7 @@ struct Scratch {
 
 pub struct CudaBackend {
     pub dev: CudaDevice,
-    blas: CudaBlas,
+    pub(crate) blas: CudaBlas,
     funcs: HashMap<&'static str, CudaFunction>,
     _modules: Vec<Arc<CudaModule>>,
     scratch: Mutex<Scratch>,
@@ -187,7 +187,7 @@ impl CudaBackend {
         self.dev.ctx.record_err(r);
     }
 
-    fn storage<'a>(&self, buf: &'a Buffer) -> &'a CudaStorage {
+    pub(crate) fn storage<'a>(&self, buf: &'a Buffer) -> &'a CudaStorage {
         buf.device()
             .and_then(|d| d.as_any().downcast_ref::<CudaStorage>())
             .expect("the CUDA backend was given a buffer that is not in GPU memory")
@@ -203,15 +203,15 @@ impl CudaBackend {
         KArg::Ptr(self.storage(v.buf).ptr(v.off))
     }
 
-    fn raw(&self, v: &View) -> CdPtr {
+    pub(crate) fn raw(&self, v: &View) -> CdPtr {
         self.storage(v.buf).ptr(v.off)
     }
 
-    fn raw_mut(&self, v: &ViewMut) -> CdPtr {
+    pub(crate) fn raw_mut(&self, v: &ViewMut) -> CdPtr {
         self.storage(v.buf).ptr(v.off)
     }
 
-    fn blas_err(&self, what: &str, r: Result<(), cudarc::cublas::result::CublasError>) {
+    pub(crate) fn blas_err(&self, what: &str, r: Result<(), cudarc::cublas::result::CublasError>) {
         if let Err(e) = r {
             // Kept like a launch error: an invalid argument or a broken
             // device, reported at the next `check`.
@@ -225,7 +225,7 @@ impl CudaBackend {
 
     /// `Σ` by the two-pass reduction kernels (`rc_*_partial` then
     /// `rc_sum_partials`), downloaded.
-    fn reduce(&self, kernel: &str, n: usize, inputs: &[KArg]) -> f32 {
+    pub(crate) fn reduce(&self, kernel: &str, n: usize, inputs: &[KArg]) -> f32 {
         if n == 0 {
             return 0.0;
         }

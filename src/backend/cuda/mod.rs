@@ -21,12 +21,21 @@
 //! so `CudaBackend` is not a `Backend` (see docs/ARCHITECTURE.md, "CUDA
 //! backend").
 pub mod context;
+pub mod conv;
+pub mod eltwise;
 pub mod error;
 pub mod kernels;
+pub mod lrn;
 pub mod math;
 pub mod memory;
+pub mod norm;
 pub mod nvrtc;
+pub mod pool;
 pub mod probe;
+pub mod recurrent;
+pub mod shape;
+pub mod softmax;
+pub mod solver;
 
 pub use context::{device_count, parse_gpu_flag, CudaDevice, DeviceProperties};
 pub use error::{CudaError, CudaResult};

@@ -2,7 +2,7 @@
 //! groups, dilation and per-axis pad/stride/kernel; several bottom/top pairs
 //! share one set of weights.
 use super::conv_param::ConvSpatial;
-use crate::backend::{Buffer, ConvGeometry};
+use crate::backend::{Buffer, ConvGeometry, Engine};
 use crate::error::Result;
 use crate::fillers::fill;
 use crate::layer_err;
@@ -25,6 +25,7 @@ pub struct Convolution {
     strides: Vec<usize>,
     pads: Vec<usize>,
     dilations: Vec<usize>,
+    engine: Engine,
     // Resolved in reshape.
     geom: ConvGeometry,
     num: usize,
@@ -44,6 +45,7 @@ impl Convolution {
         Ok(Convolution {
             num_output: p.num_output() as usize,
             bias_term: p.bias_term(),
+            engine: Engine::from_proto(p.engine.unwrap_or(0)),
             group: p.group() as usize,
             spatial: ConvSpatial::new(&p)?,
             weight_filler: p.weight_filler.clone().unwrap_or_default(),
@@ -174,6 +176,7 @@ impl Layer for Convolution {
             pad: self.pads.clone(),
             dilation: self.dilations.clone(),
             group: self.group,
+            engine: self.engine,
         };
         let want = self.weight_shape();
         if io.param(0).shape() != want.as_slice() {

@@ -4,7 +4,7 @@
 //! side, forward is a convolution's data-backward (Wᵀ·x, then col2im) plus
 //! bias, the data gradient is a convolution's forward of the top diff, and
 //! the weight gradient correlates the top diff's columns with the bottom.
-use crate::backend::{Buffer, ConvGeometry};
+use crate::backend::{Buffer, ConvGeometry, Engine};
 use crate::error::Result;
 use crate::fillers::fill;
 use crate::layer_err;
@@ -26,6 +26,7 @@ pub struct Deconvolution {
     spatial: Spatial,
     /// Channels of the bottom.
     channels: usize,
+    engine: Engine,
     // Resolved in reshape.
     /// in = the top (im2col side), out = the bottom (GEMM side).
     geom: ConvGeometry,
@@ -48,6 +49,7 @@ impl Deconvolution {
         Ok(Deconvolution {
             num_output: p.num_output() as usize,
             bias_term: p.bias_term(),
+            engine: Engine::from_proto(p.engine.unwrap_or(0)),
             group: p.group() as usize,
             fields: ConvSpatial::new(&p)?,
             weight_filler: p.weight_filler.clone().unwrap_or_default(),
@@ -173,6 +175,7 @@ impl Layer for Deconvolution {
             pad: s.pad.clone(),
             dilation: s.dilation.clone(),
             group: self.group,
+            engine: self.engine,
         };
         let want = self.weight_shape();
         if io.param(0).shape() != want.as_slice() {

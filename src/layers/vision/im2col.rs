@@ -87,6 +87,7 @@ impl Layer for Im2col {
             pad: s.pad.clone(),
             dilation: s.dilation.clone(),
             group: 1,
+            engine: Default::default(),
         };
         Ok(())
     }

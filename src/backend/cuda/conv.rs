@@ -1,0 +1,1 @@
+//! `conv` operations on the GPU (in progress).

@@ -1,0 +1,1 @@
+//! `eltwise` operations on the GPU (in progress).

@@ -1,0 +1,1 @@
+//! `lrn` operations on the GPU (in progress).

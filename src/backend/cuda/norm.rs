@@ -1,0 +1,1 @@
+//! `norm` operations on the GPU (in progress).

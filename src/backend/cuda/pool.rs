@@ -1,0 +1,1 @@
+//! `pool` operations on the GPU (in progress).

@@ -1,0 +1,1 @@
+//! `recurrent` operations on the GPU (in progress).

@@ -1,0 +1,1 @@
+//! `shape` operations on the GPU (in progress).

@@ -1,0 +1,1 @@
+//! `softmax` operations on the GPU (in progress).

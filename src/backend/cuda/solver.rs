@@ -1,0 +1,1 @@
+//! `solver` operations on the GPU (in progress).
