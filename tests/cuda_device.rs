@@ -10,43 +10,11 @@
 //! failure.
 #![cfg(feature = "cuda")]
 
+use rcaffe::testing::backends::{assert_close, cuda_backend, test_data};
+
 use rcaffe::backend::cpu::CpuBackend;
 use rcaffe::backend::cuda::{CudaBackend, CudaDevice};
 use rcaffe::backend::{Binary, Buffer, Location, Math, Unary};
-
-fn required() -> bool {
-    std::env::var("RCAFFE_REQUIRE_CUDA").as_deref() == Ok("1")
-}
-
-fn gpu() -> Option<CudaBackend> {
-    match CudaBackend::new(0) {
-        Ok(be) => Some(be),
-        Err(e) => {
-            if required() {
-                panic!("RCAFFE_REQUIRE_CUDA=1 but the CUDA backend cannot start: {e}");
-            }
-            eprintln!("SKIPPED: {e}");
-            None
-        }
-    }
-}
-
-/// Deterministic values in [-2, 2) with a few exact zeros.
-fn data(n: usize, seed: u32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(2654435761).wrapping_add(1);
-    (0..n)
-        .map(|i| {
-            s ^= s << 13;
-            s ^= s >> 17;
-            s ^= s << 5;
-            if i % 97 == 3 {
-                0.0
-            } else {
-                (s >> 8) as f32 / (1u32 << 24) as f32 * 4.0 - 2.0
-            }
-        })
-        .collect()
-}
 
 fn up(be: &CudaBackend, v: &[f32]) -> Buffer {
     let mut b = be.alloc(v.len());
@@ -54,31 +22,9 @@ fn up(be: &CudaBackend, v: &[f32]) -> Buffer {
     b
 }
 
-fn rel_err(gpu: &[f32], cpu: &[f32]) -> f64 {
-    assert_eq!(gpu.len(), cpu.len());
-    let (mut d, mut c) = (0f64, 0f64);
-    for (g, r) in gpu.iter().zip(cpu) {
-        if g.is_nan() && r.is_nan() {
-            continue;
-        }
-        d += (f64::from(*g) - f64::from(*r)).powi(2);
-        c += f64::from(*r).powi(2);
-    }
-    if c == 0.0 {
-        d.sqrt()
-    } else {
-        (d / c).sqrt()
-    }
-}
-
-fn close(what: &str, gpu: &[f32], cpu: &[f32], tol: f64) {
-    let e = rel_err(gpu, cpu);
-    assert!(e <= tol, "{what}: ‖gpu−cpu‖/‖cpu‖ = {e:e} > {tol:e}");
-}
-
 #[test]
 fn device_opens_with_caffe_properties() {
-    let Some(be) = gpu() else {
+    let Some(be) = cuda_backend() else {
         return;
     };
     let p = be.dev.properties().unwrap();
@@ -97,10 +43,10 @@ fn device_opens_with_caffe_properties() {
 
 #[test]
 fn buffers_round_trip_grow_and_clone() {
-    let Some(be) = gpu() else {
+    let Some(be) = cuda_backend() else {
         return;
     };
-    let v = data(1000, 1);
+    let v = test_data(1000, 1);
     let mut b = up(&be, &v);
     assert_eq!(b.location(), Location::Device(0));
     assert!(b.host().is_none());
@@ -120,15 +66,15 @@ fn buffers_round_trip_grow_and_clone() {
 
 #[test]
 fn math_matches_the_cpu_backend() {
-    let Some(be) = gpu() else {
+    let Some(be) = cuda_backend() else {
         return;
     };
     let cpu = CpuBackend::new();
     // Sizes that are not multiples of the block size, one above the
     // reduction grid cap, and offsets (views into the middle of buffers).
     for &n in &[1usize, 257, 70_001, 1 << 20] {
-        let x = data(n + 5, 2);
-        let y = data(n + 5, 3);
+        let x = test_data(n + 5, 2);
+        let y = test_data(n + 5, 3);
         let (gx, gy) = (up(&be, &x), up(&be, &y));
         let (cx, cy) = (Buffer::from_vec(x.clone()), Buffer::from_vec(y.clone()));
         let off = 5;
@@ -148,7 +94,7 @@ fn math_matches_the_cpu_backend() {
                     let $yv = c.at_mut(off);
                     $body;
                 }
-                close(
+                assert_close(
                     &format!("{} n={n}", $name),
                     &g.read(n + off),
                     &c.read(n + off),
@@ -172,7 +118,7 @@ fn math_matches_the_cpu_backend() {
         let mut c = cpu.alloc(n);
         be.binary(Binary::Div, n, gx.at(off), gd.at(off), g.view_mut());
         cpu.binary(Binary::Div, n, cx.at(off), cd.at(off), c.view_mut());
-        close("div", &g.read(n), &c.read(n), 1e-6);
+        assert_close("div", &g.read(n), &c.read(n), 1e-6);
         // Reductions accumulate in double on the GPU: compare with the
         // exact sum (a float running sum, as the CPU backend's, is itself
         // off by ~1e-4 relative at a million terms of mixed sign).
@@ -205,14 +151,14 @@ fn math_matches_the_cpu_backend() {
 
 #[test]
 fn gemm_and_gemv_match_for_all_transposes() {
-    let Some(be) = gpu() else {
+    let Some(be) = cuda_backend() else {
         return;
     };
     let cpu = CpuBackend::new();
     for &(m, n, k) in &[(1, 1, 1), (5, 7, 3), (64, 33, 129), (300, 200, 100)] {
-        let a = data(m * k + 3, 4);
-        let b = data(k * n + 3, 5);
-        let c0 = data(m * n, 6);
+        let a = test_data(m * k + 3, 4);
+        let b = test_data(k * n + 3, 5);
+        let c0 = test_data(m * n, 6);
         let (ga, gb) = (up(&be, &a), up(&be, &b));
         let (ca, cb) = (Buffer::from_vec(a.clone()), Buffer::from_vec(b.clone()));
         for ta in [false, true] {
@@ -244,7 +190,7 @@ fn gemm_and_gemv_match_for_all_transposes() {
                         beta,
                         cc.view_mut(),
                     );
-                    close(
+                    assert_close(
                         &format!("gemm {m}x{n}x{k} ta={ta} tb={tb} beta={beta}"),
                         &gc.read(m * n),
                         &cc.read(m * n),
@@ -255,14 +201,14 @@ fn gemm_and_gemv_match_for_all_transposes() {
             // gemv on A (m×k): y = op(A)·x.
             let xl = if ta { m } else { k };
             let yl = if ta { k } else { m };
-            let xv = data(xl, 7);
-            let y0 = data(yl, 8);
+            let xv = test_data(xl, 7);
+            let y0 = test_data(yl, 8);
             let (gx, cx) = (up(&be, &xv), Buffer::from_vec(xv.clone()));
             let mut gy = up(&be, &y0);
             let mut cy = Buffer::from_vec(y0.clone());
             be.gemv(ta, m, k, 0.8, ga.at(3), gx.view(), 0.3, gy.view_mut());
             cpu.gemv(ta, m, k, 0.8, ca.at(3), cx.view(), 0.3, cy.view_mut());
-            close(
+            assert_close(
                 &format!("gemv {m}x{k} ta={ta}"),
                 &gy.read(yl),
                 &cy.read(yl),
@@ -275,7 +221,7 @@ fn gemm_and_gemv_match_for_all_transposes() {
 
 #[test]
 fn every_unary_matches_forward_and_backward() {
-    let Some(be) = gpu() else {
+    let Some(be) = cuda_backend() else {
         return;
     };
     let cpu = CpuBackend::new();
@@ -316,26 +262,26 @@ fn every_unary_matches_forward_and_backward() {
         Unary::Swish { beta: 1.5 },
         Unary::Sqrt,
     ];
-    let raw = data(n, 9);
+    let raw = test_data(n, 9);
     for op in ops {
         // Sqrt and Log need positive inputs (shifted domains are fine).
         let x: Vec<f32> = match op {
             Unary::Sqrt => raw.iter().map(|v| v.abs() + 0.1).collect(),
             _ => raw.clone(),
         };
-        let dy = data(n, 10);
+        let dy = test_data(n, 10);
         let (gx, cx) = (up(&be, &x), Buffer::from_vec(x.clone()));
         let (gdy, cdy) = (up(&be, &dy), Buffer::from_vec(dy.clone()));
         let mut gyb = be.alloc(n);
         let mut cyb = cpu.alloc(n);
         be.unary(op, n, gx.view(), gyb.view_mut());
         cpu.unary(op, n, cx.view(), cyb.view_mut());
-        close(&format!("{op:?} forward"), &gyb.read(n), &cyb.read(n), 1e-5);
+        assert_close(&format!("{op:?} forward"), &gyb.read(n), &cyb.read(n), 1e-5);
         let mut gdx = be.alloc(n);
         let mut cdx = cpu.alloc(n);
         be.unary_grad(op, n, gx.view(), gyb.view(), gdy.view(), gdx.view_mut());
         cpu.unary_grad(op, n, cx.view(), cyb.view(), cdy.view(), cdx.view_mut());
-        close(
+        assert_close(
             &format!("{op:?} backward"),
             &gdx.read(n),
             &cdx.read(n),
@@ -346,7 +292,7 @@ fn every_unary_matches_forward_and_backward() {
         let mut cin = Buffer::from_vec(x.clone());
         be.unary_inplace(op, n, gin.view_mut());
         cpu.unary_inplace(op, n, cin.view_mut());
-        close(
+        assert_close(
             &format!("{op:?} in place"),
             &gin.read(n),
             &cin.read(n),
@@ -356,7 +302,7 @@ fn every_unary_matches_forward_and_backward() {
         let mut cd = Buffer::from_vec(dy.clone());
         be.unary_grad_inplace(op, n, gin.view(), gd.view_mut());
         cpu.unary_grad_inplace(op, n, cin.view(), cd.view_mut());
-        close(
+        assert_close(
             &format!("{op:?} backward in place"),
             &gd.read(n),
             &cd.read(n),

@@ -131,4 +131,12 @@ pub trait Backend:
 {
     /// A short description for logs and `device_query`.
     fn describe(&self) -> String;
+    /// The first error an earlier asynchronous operation recorded on the
+    /// device (a failed kernel launch, cuBLAS or cuDNN call), taken so it is
+    /// reported once. The CPU backend runs synchronously and has none; the
+    /// solver and `time` ask once per iteration, so a device failure ends
+    /// the run with its error instead of training on garbage.
+    fn take_device_error(&self) -> Option<String> {
+        None
+    }
 }

@@ -112,6 +112,9 @@ pub fn run(a: &TimeArgs) -> anyhow::Result<ExitCode> {
             bwd_layer[i] += us(lt);
         }
         bwd_total += us(t);
+        if let Some(e) = be.take_device_error() {
+            anyhow::bail!("timing iteration {}: {e}", j + 1);
+        }
         info(
             site::CAFFE_TIME_ITERATION,
             &format!(

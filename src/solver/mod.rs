@@ -581,6 +581,11 @@ impl Solver {
                 }
                 loss += pass;
             }
+            // A device runs asynchronously: a failed launch of this or the
+            // previous iteration's update is reported here, once.
+            if let Some(e) = self.be.take_device_error() {
+                return Err(Error::Device(format!("iteration {}: {e}", self.iter)));
+            }
             self.check_gradients()?;
             loss /= iter_size as f32;
             self.update_smoothed_loss(loss, start_iter, average_loss);

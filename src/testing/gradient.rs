@@ -10,6 +10,12 @@
 //! In-place layers are supported: the checker keeps the original bottom
 //! values and restores them before every forward, so a forward that
 //! overwrites its bottom does not corrupt the next evaluation.
+//!
+//! Any backend: the layer runs on `cx.be` (`ctx_on`; `cpu_ctx` is the CPU
+//! case), and `GradientChecker::setup` first moves the bottom and top blobs
+//! into that backend's memory (`blob_on`), so tests may build their arenas
+//! from host blobs (`gaussian_blob`, `Blob::from_host`, `Blob::default`)
+//! whatever the backend.
 use std::sync::Arc;
 
 use rand::rngs::StdRng;
@@ -17,15 +23,32 @@ use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Normal};
 
 use crate::backend::cpu::CpuBackend;
+use crate::backend::{Backend, Math};
 use crate::error::{Error, Result};
 use crate::layers::{create_layer, Ctx, Io, Layer};
 use crate::proto::caffe::{LayerParameter, Phase};
 use crate::proto::text::parse_text;
 use crate::tensor::Blob;
 
+/// A context on `be` in `phase` with the checker's default seed.
+pub fn ctx_on(be: Arc<dyn Backend>, phase: Phase) -> Ctx {
+    Ctx::new(be, phase, 1701)
+}
+
 /// A CPU context in `phase` with the checker's default seed.
 pub fn cpu_ctx(phase: Phase) -> Ctx {
-    Ctx::new(Arc::new(CpuBackend::new()), phase, 1701)
+    ctx_on(Arc::new(CpuBackend::new()), phase)
+}
+
+/// `b` in `be`'s memory: same shape, data, diff and capacity. A copy even
+/// when `b` is there already.
+pub fn blob_on(be: &dyn Math, b: &Blob) -> Blob {
+    let mut out = b.clone();
+    out.data = be.alloc(b.data.len());
+    out.data.write(&b.data.read(b.data.len()));
+    out.diff = be.alloc(b.diff.len());
+    out.diff.write(&b.diff.read(b.diff.len()));
+    out
 }
 
 /// A host blob of N(0, std²) values (Caffe's tests fill bottoms this way).
@@ -170,7 +193,8 @@ impl GradientChecker {
     }
 
     /// Caffe's SetUp: `setup` (its learnable blobs go to `arena[params[i]]`,
-    /// the arena grows as needed), then `reshape`.
+    /// the arena grows as needed), then `reshape`. Bottoms and tops not in
+    /// `cx.be`'s memory are moved there first.
     pub fn setup(
         layer: &mut dyn Layer,
         cx: &mut Ctx,
@@ -189,6 +213,15 @@ impl GradientChecker {
             .unwrap_or(0);
         if arena.len() < need {
             arena.resize_with(need, Blob::default);
+        }
+        // Blobs built on the host (or another device) move to the layer's
+        // backend; on the CPU with host blobs nothing changes.
+        let here = cx.be.alloc(0).location();
+        for &id in bottoms.iter().chain(tops) {
+            let b = &arena[id];
+            if b.data.location() != here || b.diff.location() != here {
+                arena[id] = blob_on(&*cx.be, b);
+            }
         }
         let learned = {
             let mut io = Io::new(arena, bottoms, tops, params);
@@ -576,6 +609,21 @@ mod tests {
         assert!(c
             .check_layer(&mut quad(true), &mut cx(), &mut a, &[0], &[0], &[1, 2])
             .is_err());
+    }
+
+    #[test]
+    fn blob_on_keeps_shape_values_diff_and_capacity() {
+        let mut b = Blob::from_host(&[2, 3], (0..6).map(|i| i as f32).collect());
+        b.set_diff(&[1.0; 6]).unwrap();
+        b.reshape(&[2]).unwrap();
+        let be = CpuBackend::new();
+        let c = blob_on(&be, &b);
+        assert_eq!(c.shape(), &[2]);
+        assert_eq!(c.data_vec(), vec![0.0, 1.0]);
+        assert_eq!(c.diff_vec(), vec![1.0, 1.0]);
+        assert_eq!(c.data.len(), 6);
+        let d = blob_on(&be, &Blob::default());
+        assert_eq!((d.shape(), d.count()), (&[][..], 0));
     }
 
     #[test]

@@ -28,6 +28,9 @@ pub enum CudaError {
     /// A cuBLAS call failed.
     #[error("cuBLAS error while {context}: {message}")]
     Blas { context: String, message: String },
+    /// A cuDNN call failed (or no algorithm could serve a convolution).
+    #[error("cuDNN error while {context}: {message}")]
+    Cudnn { context: String, message: String },
     /// NVRTC rejected a kernel source (a bug in `kernels/*.cu`).
     #[error("NVRTC could not compile the `{family}` kernels ({options}):\n{log}")]
     Compile {

@@ -10,8 +10,8 @@
 //! them. Values come back to the host only where `Math` returns a number
 //! (`dot`, `asum`).
 //!
-//! Status: `Math` only. `CudaBackend` is not yet a `Backend` (the other
-//! operation families are not implemented on the GPU).
+//! The other operation families are in the sibling files; their state
+//! (cuDNN plans, upload scratch) lives in fields of `CudaBackend`.
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -84,7 +84,14 @@ pub struct CudaBackend {
     scratch: Mutex<Scratch>,
     /// The first cuBLAS failure (cuBLAS errors are not the driver's, so
     /// they are kept here and reported by `check` like launch errors).
-    blas_error: Mutex<Option<CudaError>>,
+    /// The first error not yet reported: a cuBLAS/cuDNN failure (not the
+    /// driver's, so not in cudarc's sticky error), or a driver error that
+    /// an internal `check` saw and kept for the caller's next `check`.
+    pub(crate) pending_error: Mutex<Option<CudaError>>,
+    /// The convolution family's cuDNN handle, plans and workspaces.
+    pub(crate) conv: super::conv::ConvState,
+    /// The shape family's uploaded index lists (a reused device scratch).
+    pub(crate) shape: super::shape::ShapeState,
 }
 
 impl std::fmt::Debug for CudaBackend {
@@ -132,13 +139,16 @@ impl CudaBackend {
             partial: CudaStorage::zeros(&dev.stream, ordinal, 2 * REDUCE_BLOCKS as usize),
             result: CudaStorage::zeros(&dev.stream, ordinal, 1),
         };
+        let conv = super::conv::ConvState::new(&dev)?;
         Ok(CudaBackend {
+            conv,
+            shape: super::shape::ShapeState::new(),
             dev,
             blas,
             funcs,
             _modules: modules,
             scratch: Mutex::new(scratch),
-            blas_error: Mutex::new(None),
+            pending_error: Mutex::new(None),
         })
     }
 
@@ -146,7 +156,7 @@ impl CudaBackend {
     /// context error), if any.
     pub fn check(&self) -> CudaResult<()> {
         if let Some(e) = self
-            .blas_error
+            .pending_error
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take()
@@ -211,12 +221,18 @@ impl CudaBackend {
         self.storage(v.buf).ptr(v.off)
     }
 
+    /// Keep `e` for the next `check` unless an earlier error is pending
+    /// (the first failure is the one worth reporting).
+    pub(crate) fn record_error(&self, e: CudaError) {
+        let mut slot = self.pending_error.lock().unwrap_or_else(|p| p.into_inner());
+        slot.get_or_insert(e);
+    }
+
     pub(crate) fn blas_err(&self, what: &str, r: Result<(), cudarc::cublas::result::CublasError>) {
         if let Err(e) = r {
             // Kept like a launch error: an invalid argument or a broken
             // device, reported at the next `check`.
-            let mut slot = self.blas_error.lock().unwrap_or_else(|p| p.into_inner());
-            slot.get_or_insert(CudaError::Blas {
+            self.record_error(CudaError::Blas {
                 context: what.to_string(),
                 message: format!("{e:?}"),
             });
@@ -249,7 +265,9 @@ impl CudaBackend {
                 KArg::Ptr(s.result.ptr(0)),
             ],
         );
-        if self.check().is_err() {
+        if let Err(e) = self.check() {
+            // Kept for the caller's `check`: the NaN alone would hide why.
+            self.record_error(e);
             return f32::NAN;
         }
         use crate::backend::buffer::DeviceStorage;

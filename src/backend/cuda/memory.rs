@@ -59,6 +59,12 @@ impl CudaStorage {
         debug_assert!(off <= self.len);
         p + (off * std::mem::size_of::<f32>()) as CUdeviceptr
     }
+
+    /// The stream this memory's work is queued on (the device's one
+    /// stream): collectives on the buffer (NCCL) must run on it too.
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
 }
 
 /// A raw device address.

@@ -9,17 +9,19 @@
 //!   fix.
 //! - `context`: one opened GPU (`CudaDevice`), `--gpu` parsing, Caffe's
 //!   `device_query` properties.
-//! - `kernels/*.cu`: the backend's own CUDA C kernels, one file per
-//!   operation family as in `cpu/`, compiled by `nvrtc` for the GPU present.
-//!
 //! - `memory`: `CudaStorage`, the device memory behind `Buffer`.
-//! - `math`: `CudaBackend` (kernels compiled and loaded at creation) and its
-//!   `Math` implementation (cuBLAS + kernels).
-//!
-//! Status: libraries, device, memory, kernel sources and `Math` are in
-//! place; the other operation families are not implemented on the GPU yet,
-//! so `CudaBackend` is not a `Backend` (see docs/ARCHITECTURE.md, "CUDA
-//! backend").
+//! - `kernels/*.cu`: the backend's own CUDA C kernels, one file per
+//!   operation family as in `cpu/`, compiled by `nvrtc` for the GPU present
+//!   when the backend is created.
+//! - `math`: `CudaBackend` (kernels compiled and loaded at creation, the
+//!   families' state) and its `Math` (cuBLAS + kernels).
+//! - One file per operation family, as in `cpu/`: `conv` (cuDNN plans for
+//!   2-D convolutions where Caffe's engine rule picks cuDNN, im2col +
+//!   cuBLAS otherwise), `pool`, `lrn`, `softmax`, `eltwise`, `norm`,
+//!   `recurrent`, `shape`, `solver` (Caffe's kernels).
+//! - `backend`: `CudaBackend` as a `Backend`, and `open_backend`, what
+//!   `--gpu N` uses.
+pub mod backend;
 pub mod context;
 pub mod conv;
 pub mod eltwise;
@@ -37,6 +39,7 @@ pub mod shape;
 pub mod softmax;
 pub mod solver;
 
+pub use backend::open_backend;
 pub use context::{device_count, parse_gpu_flag, CudaDevice, DeviceProperties};
 pub use error::{CudaError, CudaResult};
 pub use math::CudaBackend;

@@ -69,7 +69,9 @@ extern "C" __global__ void rc_col2im(int n, const float* col, int height, int wi
   }
 }
 
-// N-D geometry, passed by value (the Rust side mirrors this layout).
+// N-D geometry, read from a device buffer of 4 + 6·RC_MAX_AXES ints that the
+// Rust side (cuda/conv.rs, `nd_words`) uploads once per geometry: launches
+// pass ints, floats and addresses only, not structs by value.
 #define RC_MAX_AXES 10
 struct RcNdGeom {
   int axes;
@@ -85,7 +87,9 @@ struct RcNdGeom {
 };
 
 // n = channels · col_spatial; one thread per (channel, output position).
-extern "C" __global__ void rc_im2col_nd(int n, const float* im, RcNdGeom g, float* col) {
+extern "C" __global__ void rc_im2col_nd(int n, const float* im, const RcNdGeom* __restrict__ gp,
+                                        float* col) {
+  const RcNdGeom& g = *gp;
   RC_LOOP32(index, n) {
     const int c = index / g.col_spatial;
     const int o = index % g.col_spatial;
@@ -116,7 +120,9 @@ extern "C" __global__ void rc_im2col_nd(int n, const float* im, RcNdGeom g, floa
 }
 
 // n = channels · im_spatial; one thread per image value.
-extern "C" __global__ void rc_col2im_nd(int n, const float* col, RcNdGeom g, float* im) {
+extern "C" __global__ void rc_col2im_nd(int n, const float* col, const RcNdGeom* __restrict__ gp,
+                                        float* im) {
+  const RcNdGeom& g = *gp;
   RC_LOOP32(index, n) {
     const int c = index / g.im_spatial;
     int pos[RC_MAX_AXES], k[RC_MAX_AXES];

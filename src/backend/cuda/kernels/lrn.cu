@@ -30,10 +30,12 @@ extern "C" __global__ void rc_lrn_fill_scale(int n, const float* x, int channels
       sc[(head - post_pad) * step] = k + accum * alpha_over_size;
       ++head;
     }
-    // Drop the tail only.
+    // Drop the tail only. With fewer channels than post_pad the first loop
+    // stopped short of post_pad: those heads have no output channel (Caffe's
+    // kernel wrote before the image there).
     while (head < channels + post_pad) {
       if (head - size >= 0) accum -= in[(head - size) * step] * in[(head - size) * step];
-      sc[(head - post_pad) * step] = k + accum * alpha_over_size;
+      if (head >= post_pad) sc[(head - post_pad) * step] = k + accum * alpha_over_size;
       ++head;
     }
   }
@@ -81,6 +83,10 @@ extern "C" __global__ void rc_lrn_diff(int n, const float* x, const float* y,
     while (head < channels + post_pad) {
       if (head - size >= 0) {
         accum -= td[(head - size) * step] * ty[(head - size) * step] / sc[(head - size) * step];
+      }
+      if (head < post_pad) {  // fewer channels than post_pad, as in fill_scale
+        ++head;
+        continue;
       }
       const int c = (head - post_pad) * step;
       bd[c] = td[c] * powf(sc[c], negative_beta) - cache_ratio * bx[c] * accum;

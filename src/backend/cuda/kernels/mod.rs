@@ -129,14 +129,11 @@ pub const SOFTMAX: Family = Family {
     file: "softmax.cu",
     source: include_str!("softmax.cu"),
     kernels: &[
-        "rc_channel_max",
-        "rc_channel_subtract",
-        "rc_exp",
-        "rc_channel_sum",
-        "rc_channel_div",
-        "rc_channel_dot",
-        "rc_softmax_loss_fwd",
-        "rc_softmax_loss_bwd",
+        "rc_softmax_fwd",
+        "rc_softmax_bwd",
+        "rc_softmax_loss_partial",
+        "rc_label_count_partial",
+        "rc_softmax_loss_grad",
         "rc_accuracy_fwd",
         "rc_accuracy_per_class_fwd",
     ],
@@ -177,6 +174,7 @@ pub const NORM: Family = Family {
         "rc_bcast_mul",
         "rc_bcast_div",
         "rc_bcast_max",
+        "rc_channel_affine",
         "rc_scale_by_inverse",
         "rc_prelu_fwd",
         "rc_prelu_bwd_slope",
@@ -191,9 +189,36 @@ pub const RECURRENT: Family = Family {
     kernels: &["rc_lstm_unit_fwd", "rc_lstm_unit_bwd", "rc_scale_rows"],
 };
 
+pub const SHAPE: Family = Family {
+    name: "shape",
+    file: "shape.cu",
+    source: include_str!("shape.cu"),
+    kernels: &[
+        "rc_copy_blocks",
+        "rc_gather_rows",
+        "rc_scatter_add_groups",
+        "rc_crop",
+        "rc_reduce_rows_thread",
+        "rc_reduce_rows_block",
+        "rc_reduce_rows_bwd",
+        "rc_argmax",
+        "rc_sigmoid_ce_loss_partial",
+        "rc_sigmoid_ce_grad",
+        "rc_hinge_margins",
+        "rc_hinge_grad",
+        "rc_mnl_loss_partial",
+        "rc_mnl_grad",
+        "rc_infogain_loss_partial",
+        "rc_infogain_row_sums",
+        "rc_infogain_grad",
+        "rc_contrastive_loss_partial",
+        "rc_contrastive_grad",
+    ],
+};
+
 /// Every family, compiled together when a device is opened.
 pub const FAMILIES: &[Family] = &[
-    MATH, UNARY, CONV, POOL, LRN, SOFTMAX, SOLVER, ELTWISE, NORM, RECURRENT,
+    MATH, UNARY, CONV, POOL, LRN, SOFTMAX, SOLVER, ELTWISE, NORM, RECURRENT, SHAPE,
 ];
 
 /// The kernel names of a `Unary` variant: (forward, backward).

@@ -1,101 +1,166 @@
 // NormOps: channel-wise kernels of BatchNorm, Scale, Bias, MVN and PReLU on
-// (outer, channels, inner) tensors. Per-channel reductions use one block
-// per channel (RC_REDUCE_THREADS threads) and accumulate in double.
+// (outer, channels, inner) tensors.
+//
+// Per-channel reductions run one block per channel (RC_REDUCE_THREADS
+// threads), accumulate in double like the CPU backend, and have a fixed
+// order (thread t sums j = t, t+T, ... of the channel's outer·inner values
+// in turn, then the block tree), so results depend only on the shape.
 
-// out[c] = alpha · Σ_{o,i} x + beta · out[c] (out not read when beta == 0).
-// Grid: channels blocks.
-extern "C" __global__ void rc_channel_sum_nci(int outer, int channels, int inner, float alpha,
-                                              const float* x, float beta, float* out) {
-  const int c = blockIdx.x;
-  const long long m = (long long)outer * inner;
+// Channel of flat index i: (i / inner) % channels. 32-bit division when the
+// tensor allows it (64-bit division is emulated and costs more than the
+// memory traffic of these kernels); the branch is uniform.
+__device__ __forceinline__ long long rc_chan_of(long long i, long long n, long long inner,
+                                                long long channels) {
+  if (n <= 0xffffffffLL) {
+    return (long long)(((unsigned)i / (unsigned)inner) % (unsigned)channels);
+  }
+  return (i / inner) % channels;
+}
+
+// What a reduction sums per value: a, a·b, or PReLU's dy·x·[x ≤ 0] (a = x,
+// b = dy; the product in float, as the CPU backend forms it).
+#define RC_SUM 0
+#define RC_DOT 1
+#define RC_PRELU 2
+
+template <int MODE>
+__device__ __forceinline__ double rc_term(const float* a, const float* b, long long k) {
+  if (MODE == RC_SUM) return (double)a[k];
+  if (MODE == RC_DOT) return (double)a[k] * (double)b[k];
+  const float v = a[k];
+  return v <= 0.0f ? (double)(b[k] * v) : 0.0;
+}
+
+// Σ over channel c's outer·inner values of the MODE term; every thread of
+// the block must call it (it ends in the block tree). The (o, i) position
+// advances by the block stride without a division per value, and four
+// values are loaded before they are added, so each thread keeps several
+// loads in flight (a channel is one block).
+template <int MODE>
+__device__ double rc_channel_reduce(long long outer, long long channels, long long inner,
+                                    const float* a, const float* b) {
+  const long long c = blockIdx.x;
+  const long long m = outer * inner;
+  const long long T = blockDim.x;
   double s = 0.0;
-  for (long long j = threadIdx.x; j < m; j += blockDim.x) {
-    const long long o = j / inner, i = j % inner;
-    s += (double)x[(o * channels + c) * inner + i];
+  if (m > 0) {
+    const long long dq = T / inner, dr = T % inner;
+    long long j = threadIdx.x;
+    long long o = j / inner, i = j % inner;
+    while (j < m) {
+      double t[4];
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        t[u] = j < m ? rc_term<MODE>(a, b, (o * channels + c) * inner + i) : 0.0;
+        j += T;
+        o += dq;
+        i += dr;
+        if (i >= inner) {
+          i -= inner;
+          ++o;
+        }
+      }
+      // In j order, so the per-thread sum is the plain sequential one.
+      s += t[0];
+      s += t[1];
+      s += t[2];
+      s += t[3];
+    }
   }
-  const double t = rc_block_sum(s);
-  if (threadIdx.x == 0) {
-    const float r = alpha * (float)t;
-    out[c] = beta == 0.0f ? r : r + beta * out[c];
-  }
+  return rc_block_sum(s);
+}
+
+// out[c] = alpha · t + beta · out[c] in double, rounded once (the CPU
+// backend's formula); out not read when beta == 0.
+__device__ __forceinline__ void rc_channel_store(double t, float alpha, float beta, float* out) {
+  if (threadIdx.x != 0) return;
+  const double v = __dmul_rn((double)alpha, t);
+  const int c = blockIdx.x;
+  out[c] = beta == 0.0f ? (float)v : (float)__dadd_rn(v, __dmul_rn((double)beta, (double)out[c]));
+}
+
+// out[c] = alpha · Σ_{o,i} x + beta · out[c]. Grid: channels blocks of
+// RC_REDUCE_THREADS.
+extern "C" __global__ void rc_channel_sum_nci(long long outer, long long channels,
+                                              long long inner, float alpha, const float* x,
+                                              float beta, float* out) {
+  const double t = rc_channel_reduce<RC_SUM>(outer, channels, inner, x, x);
+  rc_channel_store(t, alpha, beta, out);
 }
 
 // out[c] = alpha · Σ_{o,i} a·b + beta · out[c]. Grid: channels blocks.
-extern "C" __global__ void rc_channel_dot_nci(int outer, int channels, int inner, float alpha,
-                                              const float* a, const float* b, float beta,
-                                              float* out) {
-  const int c = blockIdx.x;
-  const long long m = (long long)outer * inner;
-  double s = 0.0;
-  for (long long j = threadIdx.x; j < m; j += blockDim.x) {
-    const long long o = j / inner, i = j % inner;
-    const long long k = (o * channels + c) * inner + i;
-    s += (double)a[k] * (double)b[k];
-  }
-  const double t = rc_block_sum(s);
-  if (threadIdx.x == 0) {
-    const float r = alpha * (float)t;
-    out[c] = beta == 0.0f ? r : r + beta * out[c];
-  }
+extern "C" __global__ void rc_channel_dot_nci(long long outer, long long channels,
+                                              long long inner, float alpha, const float* a,
+                                              const float* b, float beta, float* out) {
+  const double t = rc_channel_reduce<RC_DOT>(outer, channels, inner, a, b);
+  rc_channel_store(t, alpha, beta, out);
 }
 
-// y = x ∘ v[c] (channel_broadcast; in place with y == x).
-#define RC_BCAST(name, expr)                                                 \
-  extern "C" __global__ void name(long long n, int channels, int inner,     \
-                                  const float* x, const float* vc, float* y) { \
-    RC_LOOP(i, n) {                                                          \
-      const float u = x[i], v = vc[(i / inner) % channels];                  \
-      y[i] = (expr);                                                         \
-    }                                                                        \
+// slope_diff[c] += Σ dy · x · [x ≤ 0] (the sum rounded once, then added).
+// Grid: channels blocks.
+extern "C" __global__ void rc_prelu_bwd_slope(long long outer, long long channels,
+                                              long long inner, const float* x, const float* dy,
+                                              float* slope_diff) {
+  const double t = rc_channel_reduce<RC_PRELU>(outer, channels, inner, x, dy);
+  if (threadIdx.x == 0) slope_diff[blockIdx.x] += (float)t;
+}
+
+// y = x ∘ v[c] (channel_broadcast; in place with y == x). One rounding per
+// value, so there is nothing to contract.
+#define RC_BCAST(name, expr)                                                   \
+  extern "C" __global__ void name(long long n, long long channels, long long inner, \
+                                  const float* x, const float* vc, float* y) {   \
+    RC_LOOP(i, n) {                                                            \
+      const float u = x[i], v = vc[rc_chan_of(i, n, inner, channels)];         \
+      y[i] = (expr);                                                           \
+    }                                                                          \
   }
 RC_BCAST(rc_bcast_add, u + v)
 RC_BCAST(rc_bcast_sub, u - v)
 RC_BCAST(rc_bcast_mul, u * v)
 RC_BCAST(rc_bcast_div, u / v)
+// IEEE maxNum like Rust's f32::max (a NaN operand loses).
 RC_BCAST(rc_bcast_max, fmaxf(u, v))
 
-// y = x / s[0], or 0 when s[0] == 0 (the factor stays on the device).
+// y = y·s[c] + b[c] in place: the product rounded before the sum (no fused
+// multiply-add), the same two roundings as Mul then Add.
+extern "C" __global__ void rc_channel_affine(long long n, long long channels, long long inner,
+                                             const float* s, const float* b, float* y) {
+  RC_LOOP(i, n) {
+    const long long c = rc_chan_of(i, n, inner, channels);
+    y[i] = __fadd_rn(__fmul_rn(y[i], s[c]), b[c]);
+  }
+}
+
+// y = f · x with f = 1/s[0], or 0 when s[0] == 0 (the factor stays on the
+// device).
 extern "C" __global__ void rc_scale_by_inverse(long long n, const float* s, const float* x,
                                                float* y) {
   const float s0 = s[0];
-  const float f = s0 == 0.0f ? 0.0f : 1.0f / s0;
-  RC_LOOP(i, n) y[i] = f * x[i];
+  const float f = s0 == 0.0f ? 0.0f : __fdiv_rn(1.0f, s0);
+  RC_LOOP(i, n) y[i] = __fmul_rn(f, x[i]);
 }
 
-// PReLU: y = max(x, 0) + slope[c] · min(x, 0) (std::max/min as Caffe's CPU).
-extern "C" __global__ void rc_prelu_fwd(long long n, int channels, int inner, const float* x,
-                                        const float* slope, float* y) {
+// PReLU: y = max(x, 0) + slope[c] · min(x, 0) (std::max/min as Caffe's CPU;
+// one of the two terms is 0, so the sum is exact either way).
+extern "C" __global__ void rc_prelu_fwd(long long n, long long channels, long long inner,
+                                        const float* x, const float* slope, float* y) {
   RC_LOOP(i, n) {
     const float v = x[i];
-    const float a = slope[(i / inner) % channels];
-    y[i] = rc_cmax(v, 0.0f) + a * rc_cmin(v, 0.0f);
+    const float a = slope[rc_chan_of(i, n, inner, channels)];
+    y[i] = __fadd_rn(rc_cmax(v, 0.0f), __fmul_rn(a, rc_cmin(v, 0.0f)));
   }
-}
-
-// slope_diff[c] += Σ dy · x · [x ≤ 0]. Grid: channels blocks.
-extern "C" __global__ void rc_prelu_bwd_slope(int outer, int channels, int inner,
-                                              const float* x, const float* dy,
-                                              float* slope_diff) {
-  const int c = blockIdx.x;
-  const long long m = (long long)outer * inner;
-  double s = 0.0;
-  for (long long j = threadIdx.x; j < m; j += blockDim.x) {
-    const long long o = j / inner, i = j % inner;
-    const long long k = (o * channels + c) * inner + i;
-    const float v = x[k];
-    if (v <= 0.0f) s += (double)(dy[k] * v);
-  }
-  const double t = rc_block_sum(s);
-  if (threadIdx.x == 0) slope_diff[c] += (float)t;
 }
 
 // dx = dy · ([x > 0] + slope[c] · [x ≤ 0]).
-extern "C" __global__ void rc_prelu_bwd_data(long long n, int channels, int inner,
+extern "C" __global__ void rc_prelu_bwd_data(long long n, long long channels, long long inner,
                                              const float* x, const float* dy,
                                              const float* slope, float* dx) {
   RC_LOOP(i, n) {
     const float v = x[i];
-    const float a = slope[(i / inner) % channels];
-    dx[i] = dy[i] * ((v > 0.0f ? 1.0f : 0.0f) + a * (v <= 0.0f ? 1.0f : 0.0f));
+    const float a = slope[rc_chan_of(i, n, inner, channels)];
+    const float pos = v > 0.0f ? 1.0f : 0.0f;
+    const float neg = v <= 0.0f ? 1.0f : 0.0f;
+    dx[i] = __fmul_rn(dy[i], __fadd_rn(pos, __fmul_rn(a, neg)));
   }
 }

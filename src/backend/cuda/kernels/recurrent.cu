@@ -1,59 +1,70 @@
-// RecurrentOps: Caffe's LSTMUnit (lstm_unit_layer.cu) on n streams of h
-// units; gate pre-activations are n × 4h in Caffe's order [i, f, o, g].
-// σ and tanh are computed as Caffe's LSTM code does (tanh through σ).
+// RecurrentOps: Caffe's LSTMUnit (lstm_unit_layer.cu) on `streams` streams
+// of h units; gate pre-activations are streams × 4h in Caffe's order
+// [i, f, o, g]. σ and tanh are computed as Caffe's LSTM code does (tanh
+// through σ). Products and sums are written with explicit roundings (no
+// fused multiply-add), the CPU backend's arithmetic, so the only difference
+// from it is expf's last bit.
 
-__device__ __forceinline__ float rc_lstm_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+__device__ __forceinline__ float rc_lstm_sigmoid(float x) {
+  return __fdiv_rn(1.0f, __fadd_rn(1.0f, expf(-x)));
+}
 __device__ __forceinline__ float rc_lstm_tanh(float x) {
-  return 2.0f * rc_lstm_sigmoid(2.0f * x) - 1.0f;
+  return __fsub_rn(__fmul_rn(2.0f, rc_lstm_sigmoid(__fmul_rn(2.0f, x))), 1.0f);
 }
 
-// n threads = streams · h.
-extern "C" __global__ void rc_lstm_unit_fwd(int n, int h, const float* c_prev,
+// `count` = streams · h threads, one per (stream, unit).
+extern "C" __global__ void rc_lstm_unit_fwd(long long count, long long h, const float* c_prev,
                                             const float* gates, const float* cont, float* c,
                                             float* h_out) {
-  RC_LOOP32(index, n) {
-    const int r = index / h, d = index % h;
-    const float* x = gates + (long long)r * 4 * h;
+  RC_LOOP(index, count) {
+    const long long r = index / h, d = index % h;
+    const float* x = gates + r * 4 * h;
     const float i = rc_lstm_sigmoid(x[d]);
     // f is exactly 0 where the sequence restarts (cont == 0).
-    const float f = cont[r] == 0.0f ? 0.0f : cont[r] * rc_lstm_sigmoid(x[h + d]);
+    const float k = cont[r];
+    const float f = k == 0.0f ? 0.0f : __fmul_rn(k, rc_lstm_sigmoid(x[h + d]));
     const float o = rc_lstm_sigmoid(x[2 * h + d]);
     const float g = rc_lstm_tanh(x[3 * h + d]);
-    const float cv = f * c_prev[index] + i * g;
+    const float cv = __fadd_rn(__fmul_rn(f, c_prev[index]), __fmul_rn(i, g));
     c[index] = cv;
-    h_out[index] = o * rc_lstm_tanh(cv);
+    h_out[index] = __fmul_rn(o, rc_lstm_tanh(cv));
   }
 }
 
-extern "C" __global__ void rc_lstm_unit_bwd(int n, int h, const float* c_prev,
+extern "C" __global__ void rc_lstm_unit_bwd(long long count, long long h, const float* c_prev,
                                             const float* gates, const float* cont,
                                             const float* c, const float* dc, const float* dh,
                                             float* dc_prev, float* dgates) {
-  RC_LOOP32(index, n) {
-    const int r = index / h, d = index % h;
-    const float* x = gates + (long long)r * 4 * h;
-    float* dx = dgates + (long long)r * 4 * h;
+  RC_LOOP(index, count) {
+    const long long r = index / h, d = index % h;
+    const float* x = gates + r * 4 * h;
+    float* dx = dgates + r * 4 * h;
     const float i = rc_lstm_sigmoid(x[d]);
-    const float f = cont[r] == 0.0f ? 0.0f : cont[r] * rc_lstm_sigmoid(x[h + d]);
+    const float k = cont[r];
+    const float f = k == 0.0f ? 0.0f : __fmul_rn(k, rc_lstm_sigmoid(x[h + d]));
     const float o = rc_lstm_sigmoid(x[2 * h + d]);
     const float g = rc_lstm_tanh(x[3 * h + d]);
     const float cp = c_prev[index];
     const float tanh_c = rc_lstm_tanh(c[index]);
     const float dht = dh[index];
-    const float c_term = dc[index] + dht * o * (1.0f - tanh_c * tanh_c);
-    dc_prev[index] = c_term * f;
-    dx[d] = c_term * g * i * (1.0f - i);
-    dx[h + d] = c_term * cp * f * (1.0f - f);
-    dx[2 * h + d] = dht * tanh_c * o * (1.0f - o);
-    dx[3 * h + d] = c_term * i * (1.0f - g * g);
+    // c_term = dc + dh·o·(1 − tanh_c²), products left to right as written.
+    const float c_term = __fadd_rn(
+        dc[index], __fmul_rn(__fmul_rn(dht, o), __fsub_rn(1.0f, __fmul_rn(tanh_c, tanh_c))));
+    dc_prev[index] = __fmul_rn(c_term, f);
+    dx[d] = __fmul_rn(__fmul_rn(__fmul_rn(c_term, g), i), __fsub_rn(1.0f, i));
+    dx[h + d] = __fmul_rn(__fmul_rn(__fmul_rn(c_term, cp), f), __fsub_rn(1.0f, f));
+    dx[2 * h + d] = __fmul_rn(__fmul_rn(__fmul_rn(dht, tanh_c), o), __fsub_rn(1.0f, o));
+    dx[3 * h + d] = __fmul_rn(__fmul_rn(c_term, i), __fsub_rn(1.0f, __fmul_rn(g, g)));
   }
 }
 
-// y[r, :] = s[r] · x[r, :] + beta · y[r, :] (y not read when beta == 0).
-extern "C" __global__ void rc_scale_rows(long long n, int cols, const float* s, const float* x,
-                                         float beta, float* y) {
+// y[r, :] = s[r] · x[r, :] + beta · y[r, :] (y not read when beta == 0;
+// two products and a sum, each rounded, as on the CPU).
+extern "C" __global__ void rc_scale_rows(long long n, long long cols, const float* s,
+                                         const float* x, float beta, float* y) {
   RC_LOOP(i, n) {
-    const float v = s[i / cols] * x[i];
-    y[i] = beta == 0.0f ? v : v + beta * y[i];
+    const long long r = n <= 0xffffffffLL ? (long long)((unsigned)i / (unsigned)cols) : i / cols;
+    const float v = __fmul_rn(s[r], x[i]);
+    y[i] = beta == 0.0f ? v : __fadd_rn(v, __fmul_rn(beta, y[i]));
   }
 }
