@@ -240,7 +240,7 @@ fn each_missing_library_is_named_in_turn() {
     let so2 = f.nccl();
     expect(&multi, &f, &["found as libnccl.so.2", "libnccl.so"]);
     std::os::unix::fs::symlink(&so2, f.path().join("libnccl.so")).unwrap();
-    expect(&multi, &f, &["multi-GPU training is not available yet"]);
+    expect(&multi, &f, &["CUDA_ERROR_NO_DEVICE"]);
 }
 
 #[test]

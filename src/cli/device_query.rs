@@ -34,29 +34,76 @@ fn gpu_backend(gpu: &str) -> anyhow::Result<Arc<dyn Backend>> {
 }
 
 /// Opens the GPU, so every missing library or device is reported by name.
-/// The device is usable up to that point; the operations are not
-/// implemented on it yet, which is said plainly.
 #[cfg(feature = "cuda")]
 fn gpu_backend(gpu: &str) -> anyhow::Result<Arc<dyn Backend>> {
-    use rcaffe::backend::cuda::{parse_gpu_flag, probe, CudaDevice};
+    use rcaffe::backend::cuda::parse_gpu_flag;
     let ids = parse_gpu_flag(gpu)?;
     if ids.len() > 1 {
-        probe::require(probe::MULTI_DEVICE)?;
+        // Several GPUs are for `train` (one replica each, `replica_gpus`);
+        // `test` and `time` run on the first, as Caffe's do.
+        return gpu_backend(&ids[0].to_string());
+    }
+    // One GPU: the CUDA backend (the probe inside names any missing library).
+    Ok(rcaffe::backend::cuda::open_backend(ids[0])?)
+}
+
+/// One GPU of a multi-GPU training: its id and its backend.
+#[cfg(feature = "cuda")]
+pub struct ReplicaGpu {
+    pub id: usize,
+    pub backend: Arc<dyn Backend>,
+}
+
+/// `train --gpu` naming several GPUs (`0,1`, or `all` where the driver
+/// sees more than one): each GPU's backend, in the flag's order (replica r
+/// runs on the r-th id). `None` for the CPU or a single GPU, which take
+/// `backend_for`. Everything a multi-GPU run needs is checked here, before
+/// any file is read: the libraries including NCCL (`libnccl.so.2`), ids
+/// that exist and are distinct, and every device opened.
+#[cfg(feature = "cuda")]
+pub fn replica_gpus(gpu: &str) -> anyhow::Result<Option<Vec<ReplicaGpu>>> {
+    use anyhow::Context;
+    use rcaffe::backend::cuda::{device_count, open_backend, parse_gpu_flag, probe};
+    if gpu.trim().is_empty() {
+        return Ok(None);
+    }
+    let ids = parse_gpu_flag(gpu)?;
+    if ids.len() < 2 {
+        return Ok(None);
+    }
+    for (k, id) in ids.iter().enumerate() {
+        if ids[..k].contains(id) {
+            anyhow::bail!(
+                "no usable GPU setup: --gpu {gpu} names GPU {id} twice; each GPU runs one \
+                 replica (NCCL cannot put two ranks on one device)"
+            );
+        }
+    }
+    probe::require(probe::MULTI_DEVICE)?;
+    let count = device_count()?;
+    if let Some(bad) = ids.iter().find(|&&id| id >= count) {
         anyhow::bail!(
-            "no usable GPU setup: --gpu {gpu} asks for {} GPUs, and multi-GPU training is not \
-             available yet; give one id (e.g. --gpu {})",
-            ids.len(),
-            ids[0]
+            "no usable GPU: --gpu {gpu} names GPU {bad}, but the driver sees {count} GPU(s), \
+             ids 0..{}",
+            count - 1
         );
     }
-    let dev = CudaDevice::open(ids[0])?;
-    let name = dev.name().unwrap_or_else(|e| e.to_string());
-    anyhow::bail!(
-        "no usable GPU backend: GPU {} ({name}) and its CUDA libraries were found, but \
-         rcaffe's CUDA backend cannot run nets yet (the layer operations are not implemented \
-         on the GPU); run without --gpu to compute on the CPU",
-        dev.ordinal
-    )
+    // Opened in parallel: each backend compiles its kernels for its GPU.
+    let opened: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = ids
+            .iter()
+            .map(|&id| s.spawn(move || open_backend(id)))
+            .collect();
+        handles.into_iter().map(|h| h.join()).collect()
+    });
+    let mut gpus = Vec::with_capacity(ids.len());
+    for (&id, r) in ids.iter().zip(opened) {
+        let backend = r
+            .map_err(|_| anyhow::anyhow!("opening GPU {id} panicked"))?
+            .with_context(|| format!("GPU {id}"))?;
+        gpus.push(ReplicaGpu { id, backend });
+    }
+    Ok(Some(gpus))
 }
 
 /// `device_query --gpu ...`: Caffe's property lines for each device (the

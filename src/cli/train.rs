@@ -11,11 +11,13 @@ use clap::Args;
 use rcaffe::log::{info, site, warn};
 use rcaffe::parallel::{train_replicas, CpuGroup, ReplicaConfig};
 use rcaffe::proto::caffe::solver_parameter::SolverMode;
-use rcaffe::proto::caffe::NetState;
+use rcaffe::proto::caffe::{NetState, SolverParameter};
 use rcaffe::proto::upgrade;
 use rcaffe::solver::{Solver, SolverAction};
 
 use super::device_query::{backend_for, stages_from_flag};
+#[cfg(feature = "cuda")]
+use super::device_query::{replica_gpus, ReplicaGpu};
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
@@ -28,7 +30,8 @@ pub struct TrainArgs {
     /// A .solverstate to resume training from
     #[arg(long, default_value = "", hide_default_value = true)]
     pub snapshot: String,
-    /// GPU device ids (comma-separated) or `all`; this build has no GPU backend
+    /// GPU device ids (comma-separated) or `all`; several GPUs train one replica each
+    /// (gradients averaged through NCCL, effective batch = batch × iter_size × GPUs)
     #[arg(long, default_value = "", hide_default_value = true)]
     pub gpu: String,
     /// The net level, written into the solver's train_state
@@ -101,11 +104,13 @@ pub fn run(a: &TrainArgs) -> anyhow::Result<ExitCode> {
     }
 
     // The device first: a --gpu request fails before any file is read.
+    // Several GPUs train one replica each, linked by NCCL.
+    #[cfg(feature = "cuda")]
+    if let Some(gpus) = replica_gpus(&a.gpu)? {
+        return train_on_gpus(a, gpus, sigint, sighup);
+    }
     let be = backend_for(&a.gpu)?;
-    let mut param = upgrade::load_solver(Path::new(&a.solver))?;
-    let state = param.train_state.get_or_insert_with(NetState::default);
-    state.level = Some(a.level);
-    state.stage.extend(stages_from_flag(&a.stage));
+    let param = solver_param(a)?;
 
     if a.gpu.is_empty() && param.solver_mode == Some(SolverMode::Gpu as i32) {
         warn(
@@ -115,14 +120,6 @@ pub fn run(a: &TrainArgs) -> anyhow::Result<ExitCode> {
         );
     }
     info(site::CAFFE_TRAIN_USE_CPU, "Use CPU.");
-
-    // As Caffe master: --weights replaces the solver's `weights`, a resume
-    // clears them.
-    if !a.snapshot.is_empty() {
-        param.weights.clear();
-    } else if !a.weights.is_empty() {
-        param.weights = vec![a.weights.clone()];
-    }
 
     let action = install_signal_handler(sigint, sighup)?;
     if a.cpu_replicas > 1 {
@@ -143,12 +140,70 @@ pub fn run(a: &TrainArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The solver file with the CLI's level, stages and weights applied.
+fn solver_param(a: &TrainArgs) -> anyhow::Result<SolverParameter> {
+    let mut param = upgrade::load_solver(Path::new(&a.solver))?;
+    let state = param.train_state.get_or_insert_with(NetState::default);
+    state.level = Some(a.level);
+    state.stage.extend(stages_from_flag(&a.stage));
+    // As Caffe master: --weights replaces the solver's `weights`, a resume
+    // clears them.
+    if !a.snapshot.is_empty() {
+        param.weights.clear();
+    } else if !a.weights.is_empty() {
+        param.weights = vec![a.weights.clone()];
+    }
+    Ok(param)
+}
+
+/// `--gpu 0,1` / `--gpu all` (several GPUs): Caffe's multi-GPU training,
+/// one replica per GPU in `gpus`' order (rank r on `gpus[r]`), gradients
+/// averaged through NCCL (`rcaffe::parallel::NcclGroup`); rank 0 runs on
+/// this thread and gets the signal handler.
+#[cfg(feature = "cuda")]
+fn train_on_gpus(
+    a: &TrainArgs,
+    gpus: Vec<ReplicaGpu>,
+    sigint: SolverAction,
+    sighup: SolverAction,
+) -> anyhow::Result<ExitCode> {
+    use rcaffe::parallel::NcclGroup;
+    if a.cpu_replicas > 1 {
+        bail!(
+            "--cpu_replicas {} and --gpu {}: give one or the other (with several GPUs, each GPU \
+             runs one replica)",
+            a.cpu_replicas,
+            a.gpu
+        );
+    }
+    let group = NcclGroup::new(gpus.len())?;
+    let param = solver_param(a)?;
+    let ids: Vec<String> = gpus.iter().map(|g| g.id.to_string()).collect();
+    info(
+        site::CAFFE_TRAIN_USING_GPUS,
+        &format!("Using GPUs {}", ids.join(", ")),
+    );
+    let action = install_signal_handler(sigint, sighup)?;
+    let resume = (!a.snapshot.is_empty()).then(|| a.snapshot.clone().into());
+    let cfg = ReplicaConfig { param, resume };
+    // The backends were opened up front (so a bad id or a missing library
+    // fails before any file is read); each rank takes its own.
+    let backend_for = |rank: usize| {
+        gpus.get(rank)
+            .map(|g| g.backend.clone())
+            .ok_or_else(|| rcaffe::error::Error::Solver(format!("replica {rank} has no GPU")))
+    };
+    train_replicas(&group, &cfg, &backend_for, Some(action))?;
+    info(site::CAFFE_DONE, "Optimization Done.");
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `--cpu_replicas N` (N > 1): the same training on N synchronised CPU
 /// replicas (`rcaffe::parallel`); rank 0 runs on this thread and gets the
 /// signal handler.
 fn train_on_replicas(
     a: &TrainArgs,
-    param: rcaffe::proto::caffe::SolverParameter,
+    param: SolverParameter,
     be: Arc<dyn rcaffe::backend::Backend>,
     action: rcaffe::solver::ActionFn,
 ) -> anyhow::Result<ExitCode> {

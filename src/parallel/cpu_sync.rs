@@ -24,7 +24,7 @@ use crate::net::Net;
 use crate::solver::SolverAction;
 
 use super::barrier::Barrier;
-use super::grad_sync::{GradSync, SyncGroup, SyncStats};
+use super::grad_sync::{action_code, action_from_code, GradSync, SyncGroup, SyncStats};
 
 struct Shared {
     world: usize,
@@ -302,19 +302,10 @@ impl GradSync for CpuSync {
 
     fn broadcast_action(&mut self, action: SolverAction) -> Result<SolverAction> {
         let start = Instant::now();
-        let code = |a: SolverAction| match a {
-            SolverAction::None => 0u64,
-            SolverAction::Stop => 1,
-            SolverAction::Snapshot => 2,
-        };
-        let got = self.wait((self.rank == 0).then(|| code(action)))?;
+        let got = self.wait((self.rank == 0).then(|| action_code(action)))?;
         self.stats.actions += 1;
         self.stats.action_time += start.elapsed();
-        Ok(match got {
-            1 => SolverAction::Stop,
-            2 => SolverAction::Snapshot,
-            _ => SolverAction::None,
-        })
+        Ok(action_from_code(got))
     }
 
     fn stats(&self) -> SyncStats {

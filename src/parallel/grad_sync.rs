@@ -63,3 +63,21 @@ pub trait SyncGroup: Send + Sync {
     /// The first replica that aborted, if any (its error is the run's).
     fn first_failure(&self) -> Option<usize>;
 }
+
+/// A `SolverAction` as the word the host-side barriers broadcast.
+pub(crate) fn action_code(a: SolverAction) -> u64 {
+    match a {
+        SolverAction::None => 0,
+        SolverAction::Stop => 1,
+        SolverAction::Snapshot => 2,
+    }
+}
+
+/// The inverse of [`action_code`].
+pub(crate) fn action_from_code(code: u64) -> SolverAction {
+    match code {
+        1 => SolverAction::Stop,
+        2 => SolverAction::Snapshot,
+        _ => SolverAction::None,
+    }
+}

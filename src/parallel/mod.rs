@@ -21,16 +21,20 @@
 //!   returns an error, and the run ends with the failing replica's error.
 //!
 //! [`GradSync`] is one replica's end of the group and [`SyncGroup`] the
-//! group; [`CpuGroup`] implements them for threads of one process, and an
-//! NCCL communicator can implement the same two traits for GPUs.
+//! group; [`CpuGroup`] implements them for threads of one process, and
+//! `NcclGroup` (feature `cuda`) for one GPU per thread through NCCL.
 //! [`train_replicas`] runs the replicas.
 pub mod barrier;
 pub mod cpu_sync;
 pub mod grad_sync;
+#[cfg(feature = "cuda")]
+pub mod nccl_sync;
 pub mod replicas;
 
 pub use cpu_sync::{CpuGroup, CpuSync};
 pub use grad_sync::{GradSync, SyncGroup, SyncStats};
+#[cfg(feature = "cuda")]
+pub use nccl_sync::{NcclGroup, NcclSync};
 pub use replicas::{
     train_replicas, weights_checksum, BackendFor, ReplicaConfig, ReplicaOutcome, ReplicaReport,
 };
