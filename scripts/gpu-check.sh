@@ -6,15 +6,20 @@
 # to $OUT/gpu-check.md (the device tool's output folder) or
 # target/gpu-check.md, with every log beside it.
 #
-# What exists today (issue 7, in progress) and is therefore checked:
-#   - the library probes and device opening on the real stack,
-#   - `rcaffe device_query --gpu 0` (Caffe's property lines + libraries),
-#   - NVRTC compiles every kernel family, the driver loads them for this GPU,
-#   - the CUDA backend's Math (cuBLAS + kernels) against the CPU backend.
-# Not checked, because the CUDA backend cannot run nets yet (the other
-# operation families are not implemented on the GPU): LeNet training on
-# the GPU, `rcaffe time --gpu 0` on ../shared/bench, the PyTorch
-# comparison. The table lists them as not run.
+# What it checks (issue 7 and the NCCL part of issue 8):
+#   - the library probes, device opening, `rcaffe device_query --gpu 0`;
+#   - NVRTC compiles every kernel family for this GPU;
+#   - the CUDA test suite: every operation family against the CPU backend
+#     (cuda_device, cuda_conv, cuda_vision, cuda_norm_solver, cuda_shape),
+#     the golden layer cases, gradient checks and whole-net checks on the
+#     GPU (cuda_layers), NCCL with one rank against the plain GPU run
+#     (cuda_nccl), the library's backend::cuda unit tests;
+#   - LeNet, 2000 iterations on the GPU, on the Fashion-MNIST subset the
+#     bundle carries; its test accuracy against the CPU run of the same
+#     solver on the same data (recorded by gpu-bundle.sh);
+#   - `rcaffe time --gpu 0` on every net of ../shared/bench at a larger
+#     batch (images/s), and PyTorch eager on CaffeNet and ResNet-50 at the
+#     same batches (scripts/torch_bench.py), fp32 on both sides.
 #
 # Exit status: 0 when every check that ran passed.
 set -uo pipefail
@@ -44,6 +49,8 @@ for d in "${dirs[@]}"; do
 done
 export LD_LIBRARY_PATH="$LINKS${NV_DIRS:+:$NV_DIRS}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export RCAFFE_REQUIRE_CUDA=1 RCAFFE_REQUIRE_NVRTC=1
+# The golden cases and bench nets travel in the bundle (../shared does not).
+export RCAFFE_SHARED="$BUNDLE/shared"
 
 ROWS=()
 FAILED=0
@@ -68,36 +75,84 @@ check() {
   echo "[$name] exit $rc in ${secs}s: $summary"
 }
 
-# expect NAME TEXT COMMAND...: passes when the output contains TEXT (for
-# commands that are meant to fail today).
-expect() {
-  local name="$1" text="$2"
-  shift 2
-  local log="$LOGS/$name.log"
-  timeout 60 "$@" >"$log" 2>&1
-  local rc=$?
-  local last
-  last="$(tail -1 "$log" | cut -c1-200)"
-  if grep -qF -- "$text" "$log"; then
-    ROWS+=("| $name | pass (exit $rc, as expected) | - | ${last//|/\\|} |")
-  else
-    FAILED=1
-    ROWS+=("| $name | **FAIL** (exit $rc) | - | ${last//|/\\|} |")
-  fi
-  echo "[$name] exit $rc: $last"
-}
-
 nvidia-smi >"$LOGS/nvidia-smi.log" 2>&1 || true
 GPU="$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -1)"
 
 check device_query 60 "$BUNDLE/rcaffe" device_query --gpu 0
-# Every library probe passes and the device opens: train then stops at the
-# one thing missing, the GPU implementation of the layer operations.
-expect train_gpu_probe "and its CUDA libraries were found" \
-  "$BUNDLE/rcaffe" train --solver none.prototxt --gpu 0
-check nvrtc_kernels 300 "$BUNDLE/cuda_kernels"
-check cuda_backend_vs_cpu 300 "$BUNDLE/cuda_device" --test-threads 1
+check nvrtc_kernels 120 "$BUNDLE/cuda_kernels"
 check unit_backend_cuda 120 "$BUNDLE/rcaffe-unit" backend::cuda
+for t in cuda_device cuda_conv cuda_vision cuda_norm_solver cuda_shape cuda_layers cuda_nccl; do
+  check "$t" 240 "$BUNDLE/$t" --test-threads 1
+done
+
+# LeNet on the GPU: the bundle's Fashion-MNIST subset into LMDBs, then the
+# example solver for 2000 iterations (test every 500).
+WORK="$(mktemp -d)"
+LENET_ROW="| LeNet 2000 iterations on the GPU | not run | - | - |"
+if "$BUNDLE/rcaffe" convert_mnist_data "$BUNDLE/fmnist/train-images.gz" "$BUNDLE/fmnist/train-labels.gz" \
+  "$WORK/train_lmdb" --backend=lmdb >"$LOGS/lenet_convert.log" 2>&1 &&
+  "$BUNDLE/rcaffe" convert_mnist_data "$BUNDLE/fmnist/t10k-images.gz" "$BUNDLE/fmnist/t10k-labels.gz" \
+    "$WORK/test_lmdb" --backend=lmdb >>"$LOGS/lenet_convert.log" 2>&1; then
+  sed -e "s#data/fashion-mnist/train_lmdb#$WORK/train_lmdb#; s#data/fashion-mnist/test_lmdb#$WORK/test_lmdb#" \
+    models/lenet/lenet_train_test.prototxt >"$WORK/net.prototxt"
+  sed -e "s#models/lenet/lenet_train_test.prototxt#$WORK/net.prototxt#; s#^max_iter:.*#max_iter: 2000#; \
+s#^test_interval:.*#test_interval: 500#; s#^snapshot:.*#snapshot: 0#; s#^snapshot_prefix:.*#snapshot_prefix: \"$WORK/lenet\"#" \
+    models/lenet/lenet_solver.prototxt >"$WORK/solver.prototxt"
+  check lenet_gpu_2000 240 "$BUNDLE/rcaffe" train --solver "$WORK/solver.prototxt" --gpu 0
+  ACC="$(grep -E 'Test net output #0: accuracy = ' "$LOGS/lenet_gpu_2000.log" | tail -1 | sed -E 's/.*= //')"
+  IT_S="$(python3 - "$LOGS/lenet_gpu_2000.log" <<'PY'
+import re, sys, datetime
+# iterations/s between the first and last "Iteration N" lines (glog times).
+pts = []
+for line in open(sys.argv[1]):
+    m = re.match(r"I\d{4} (\d\d):(\d\d):(\d\d\.\d+) .*Iteration (\d+)", line)
+    if m:
+        t = int(m[1]) * 3600 + int(m[2]) * 60 + float(m[3])
+        pts.append((t, int(m[4])))
+if len(pts) >= 2 and pts[-1][0] > pts[0][0]:
+    print(f"{(pts[-1][1] - pts[0][1]) / (pts[-1][0] - pts[0][0]):.0f}")
+else:
+    print("?")
+PY
+)"
+  CPU_ACC="$(cat "$BUNDLE/fmnist/cpu_accuracy" 2>/dev/null || echo '?')"
+  VERDICT="$(python3 -c "import sys; g,c=sys.argv[1:]; print('pass' if abs(float(g)-float(c))<=0.02 else '**FAIL**')" "${ACC:-nan}" "$CPU_ACC" 2>/dev/null || echo '**FAIL**')"
+  [ "$VERDICT" = pass ] || FAILED=1
+  LENET_ROW="| LeNet 2000 iterations on the GPU: accuracy vs CPU (±0.02) | $VERDICT | - | GPU ${ACC:-?} vs CPU $CPU_ACC, ${IT_S} it/s |"
+else
+  FAILED=1
+  LENET_ROW="| LeNet 2000 iterations on the GPU | **FAIL** (convert_mnist_data) | - | see lenet_convert.log |"
+fi
+
+# rcaffe time --gpu 0 on every bench net at a larger batch.
+declare -A BATCH=([lenet]=512 [cifar10_quick]=512 [caffenet]=128 [googlenet]=64 [resnet50]=64 [squeezenet10]=128 [mobilenet_v1]=64)
+TIME_ROWS=()
+for net in lenet cifar10_quick caffenet googlenet resnet50 squeezenet10 mobilenet_v1; do
+  b=${BATCH[$net]}
+  # The first dim of every Input shape is the batch.
+  python3 - "$RCAFFE_SHARED/bench/$net.prototxt" "$b" >"$WORK/$net.prototxt" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+print(re.sub(r"(shape\s*\{\s*dim:\s*)\d+", lambda m: m[1] + sys.argv[2], text), end="")
+PY
+  check "time_$net" 120 "$BUNDLE/rcaffe" time --model "$WORK/$net.prototxt" --gpu 0 --iterations 10
+  ms="$(grep -E 'Average Forward-Backward: ' "$LOGS/time_$net.log" | tail -1 | sed -E 's/.*Backward: ([0-9.e+-]+) ms.*/\1/')"
+  ips="$(python3 -c "import sys; print(f'{int(sys.argv[1])/float(sys.argv[2])*1e3:.0f}')" "$b" "${ms:-nan}" 2>/dev/null || echo '?')"
+  TIME_ROWS+=("| $net | $b | ${ms:-?} | $ips |")
+  eval "RC_MS_$net=\"${ms:-}\""
+done
+
+# PyTorch eager, same nets and batches, same machine, same run.
+check torch_eager 180 python3 scripts/torch_bench.py --net caffenet --batch "${BATCH[caffenet]}" \
+  --net resnet50 --batch "${BATCH[resnet50]}" --iters 20
+TORCH_ROWS=()
+for net in caffenet resnet50; do
+  line="$(grep -E "^torch $net " "$LOGS/torch_eager.log" | tail -1)"
+  tfb="$(sed -E 's/.*fwd_bwd_ms ([0-9.]+).*/\1/' <<<"$line")"
+  tst="$(sed -E 's/.*step_ms ([0-9.]+).*/\1/' <<<"$line")"
+  rc_ms_var="RC_MS_$net"
+  TORCH_ROWS+=("| $net | ${BATCH[$net]} | ${!rc_ms_var:-?} | ${tfb:-?} | ${tst:-?} |")
+done
 
 {
   echo "# GPU check ($(date -u +%Y-%m-%dT%H:%MZ))"
@@ -112,12 +167,22 @@ check unit_backend_cuda 120 "$BUNDLE/rcaffe-unit" backend::cuda
   echo "| check | result | s | summary |"
   echo "| --- | --- | --- | --- |"
   printf '%s\n' "${ROWS[@]}"
-  echo "| LeNet 2000 iterations on the GPU | not run: the CUDA backend cannot run nets yet | - | - |"
-  echo "| rcaffe time --gpu 0 on ../shared/bench | not run: same reason | - | - |"
-  echo "| PyTorch eager comparison | not run: same reason | - | - |"
+  echo "$LENET_ROW"
+  echo
+  echo "rcaffe time --gpu 0 (forward + backward, 10 iterations, device-synchronised):"
+  echo
+  echo "| net | batch | ms | images/s |"
+  echo "| --- | --- | --- | --- |"
+  printf '%s\n' "${TIME_ROWS[@]}"
+  echo
+  echo "Against PyTorch eager (fp32, TF32 off, cudnn.benchmark on), same batch, median of 20:"
+  echo
+  echo "| net | batch | rcaffe fwd+bwd ms | torch fwd+bwd ms | torch SGD step ms |"
+  echo "| --- | --- | --- | --- | --- |"
+  printf '%s\n' "${TORCH_ROWS[@]}"
   echo
   echo "Total: $(($(date +%s) - START)) s. Logs: gpu-check-logs/."
 } >"$TABLE"
 cat "$TABLE"
-rm -rf "$LINKS"
+rm -rf "$LINKS" "$WORK"
 exit "$FAILED"
