@@ -1,7 +1,8 @@
 //! LMDB databases in Caffe's layout: a directory holding `data.mdb` (and
 //! usually `lock.mdb`), one unnamed database, keys in byte order.
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use lmdb::{Cursor, Database, Environment, EnvironmentFlags, Transaction, WriteFlags};
 
@@ -17,9 +18,42 @@ fn lmdb_err(path: &Path, what: &str, e: lmdb::Error) -> Error {
     Error::Data(format!("{}: LMDB {what} failed: {e}", path.display()))
 }
 
+/// The read-only environment of `path`, shared by every source of this
+/// process that reads it. LMDB forbids opening one environment twice in a
+/// process: its locks on `lock.mdb` are POSIX record locks, which belong to
+/// the process, so a second open believes it is alone and may reset the
+/// reader table under the first, and closing either releases both's locks.
+/// That happened when a restored data position (or a train and a test net
+/// on one database) opened the source again while the old one was alive:
+/// reads then saw an empty database, under load. A weak map: the
+/// environment closes when its last source is dropped.
+fn shared_env(path: &Path) -> Result<Arc<Environment>> {
+    static OPEN: OnceLock<Mutex<HashMap<PathBuf, Weak<Environment>>>> = OnceLock::new();
+    let key = std::fs::canonicalize(path).map_err(|e| Error::io(path, e))?;
+    let mut open = OPEN
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(env) = open.get(&key).and_then(Weak::upgrade) {
+        return Ok(env);
+    }
+    let base = EnvironmentFlags::READ_ONLY | EnvironmentFlags::NO_TLS;
+    let flags_open = |flags| Environment::new().set_flags(flags).open(path);
+    let env = if path.join("lock.mdb").exists() {
+        flags_open(base).or_else(|_| flags_open(base | EnvironmentFlags::NO_LOCK))
+    } else {
+        flags_open(base | EnvironmentFlags::NO_LOCK)
+    }
+    .map_err(|e| lmdb_err(path, "open", e))?;
+    let env = Arc::new(env);
+    open.retain(|_, w| w.strong_count() > 0);
+    open.insert(key, Arc::downgrade(&env));
+    Ok(env)
+}
+
 /// A read cursor over an LMDB database that wraps around at the end.
 pub struct LmdbSource {
-    env: Environment,
+    env: Arc<Environment>,
     db: Database,
     path: PathBuf,
     /// The current record first, then those read ahead.
@@ -46,14 +80,7 @@ impl LmdbSource {
                 path.display()
             )));
         }
-        let base = EnvironmentFlags::READ_ONLY | EnvironmentFlags::NO_TLS;
-        let open = |flags| Environment::new().set_flags(flags).open(path);
-        let env = if path.join("lock.mdb").exists() {
-            open(base).or_else(|_| open(base | EnvironmentFlags::NO_LOCK))
-        } else {
-            open(base | EnvironmentFlags::NO_LOCK)
-        }
-        .map_err(|e| lmdb_err(path, "open", e))?;
+        let env = shared_env(path)?;
         let db = env
             .open_db(None)
             .map_err(|e| lmdb_err(path, "open database", e))?;
@@ -305,5 +332,30 @@ mod tests {
         LmdbWriter::create(&empty).unwrap().finish().unwrap();
         let e = LmdbSource::open(&empty).err().unwrap().to_string();
         assert!(e.contains("no records"), "{e}");
+    }
+
+    /// Two sources of one database share one environment (LMDB's rule),
+    /// which closes with the last of them; each keeps its own position,
+    /// and one outliving the other keeps reading.
+    #[test]
+    fn sources_of_one_database_share_its_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let mut w = LmdbWriter::create(&path).unwrap();
+        for i in 0..5 {
+            w.put(format!("{i:08}").as_bytes(), b"v");
+        }
+        w.finish().unwrap();
+        let mut a = LmdbSource::open(&path).unwrap();
+        // Another spelling of the same directory finds the same environment.
+        let b = LmdbSource::open(&dir.path().join("./db")).unwrap();
+        assert!(Arc::ptr_eq(&a.env, &b.env));
+        a.advance().unwrap();
+        assert_eq!((a.key(), b.key()), (&b"00000001"[..], &b"00000000"[..]));
+        drop(b);
+        assert_eq!(collect(&mut a, 5).last().unwrap().0, b"00000000");
+        let weak = Arc::downgrade(&a.env);
+        drop(a);
+        assert!(weak.upgrade().is_none(), "closed with its last source");
     }
 }
