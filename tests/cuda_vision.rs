@@ -15,6 +15,7 @@
 //! - softmax loss: 1e-5 relative on the sum (the GPU adds per-column
 //!   losses in double, the CPU in float; `logf` vs libm differ by an ulp);
 //!   the valid count and the loss gradient are exact.
+//! - accuracy: exact (quotients of exact integer counts on both sides).
 //!
 //! Without a usable GPU these tests print why and pass, unless
 //! RCAFFE_REQUIRE_CUDA=1 (scripts/gpu-check.sh sets it), which makes that a
@@ -614,4 +615,98 @@ impl<B: EltwiseOps> EltwiseDyn for B {
             .collect();
         (get(&y, n), get(&m, n), dx)
     }
+}
+
+// ---------------------------------------------------------------- accuracy
+
+/// Accuracy on both backends: `(acc, per-class)` or the error text.
+fn accuracy_on<B: SoftmaxOps + ?Sized>(
+    be: &B,
+    (outer, ch, inner): (usize, usize, usize),
+    top_k: usize,
+    ignore: Option<i32>,
+    score: &[f32],
+    labels: &[f32],
+) -> Result<(Vec<f32>, Vec<f32>), String> {
+    let (s, l) = (up(be, score), up(be, labels));
+    let (mut acc, mut pc) = (out(be, 1), out(be, ch));
+    // Without a per-class output, into a separate blob.
+    let mut acc_only = out(be, 1);
+    be.accuracy(
+        outer,
+        ch,
+        inner,
+        top_k,
+        ignore,
+        s.at(OFF),
+        l.at(OFF),
+        acc_only.at_mut(OFF),
+        None,
+    )
+    .map_err(|e| e.to_string())?;
+    be.accuracy(
+        outer,
+        ch,
+        inner,
+        top_k,
+        ignore,
+        s.at(OFF),
+        l.at(OFF),
+        acc.at_mut(OFF),
+        Some(pc.at_mut(OFF)),
+    )
+    .map_err(|e| e.to_string())?;
+    let a = get(&acc, 1);
+    assert_eq!(a[0].to_bits(), get(&acc_only, 1)[0].to_bits());
+    Ok((a, get(&pc, ch)))
+}
+
+#[test]
+fn accuracy_matches_the_cpu_backend() {
+    let Some(be) = cuda_backend() else {
+        return;
+    };
+    let cpu = CpuBackend::new();
+    // Inner 1 and > 1, odd sizes; coarse scores tie often.
+    for (outer, ch, inner) in [(7, 5, 1), (3, 10, 13), (2, 4, 257), (33, 21, 1)] {
+        let n = outer * ch * inner;
+        let mut score = coarse(n, 80);
+        // A few NaN scores, some of them true-class scores.
+        for i in (0..n).step_by(17) {
+            score[i] = f32::NAN;
+        }
+        for ignore in [None, Some(0), Some(255)] {
+            let (_, labels) = loss_inputs(outer, ch, inner, ignore);
+            for top_k in [1, 3] {
+                let dims = (outer, ch, inner);
+                let what = format!("accuracy {dims:?} top_k {top_k} ignore {ignore:?}");
+                let (ga, gp) = accuracy_on(&be, dims, top_k, ignore, &score, &labels).unwrap();
+                let (ca, cp) = accuracy_on(&cpu, dims, top_k, ignore, &score, &labels).unwrap();
+                exact(&format!("{what}: accuracy"), &ga, &ca);
+                exact(&format!("{what}: per class"), &gp, &cp);
+            }
+        }
+    }
+    // Everything ignored: 0, and 0/0 per class is 0.
+    let dims = (3, 4, 2);
+    let score = coarse(24, 81);
+    let labels = vec![255.0; 6];
+    let g = accuracy_on(&be, dims, 1, Some(255), &score, &labels).unwrap();
+    let c = accuracy_on(&cpu, dims, 1, Some(255), &score, &labels).unwrap();
+    assert_eq!(g, c);
+    assert_eq!(g, (vec![0.0], vec![0.0; 4]));
+    // Bad labels: the first in column order is named, 255 stays ignored;
+    // without an ignore label 255 is itself out of range.
+    let (outer, ch, inner) = (3, 4, 5);
+    let (_, mut labels) = loss_inputs(outer, ch, inner, Some(255));
+    labels[7] = 4.0;
+    labels[11] = -1.0;
+    let score = coarse(outer * ch * inner, 82);
+    for ignore in [Some(255), None] {
+        let g = accuracy_on(&be, (outer, ch, inner), 1, ignore, &score, &labels).unwrap_err();
+        let c = accuracy_on(&cpu, (outer, ch, inner), 1, ignore, &score, &labels).unwrap_err();
+        assert_eq!(g, c);
+        assert!(g.contains("is outside [0, 4)"), "{g}");
+    }
+    be.sync().unwrap();
 }

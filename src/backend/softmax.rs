@@ -40,4 +40,27 @@ pub trait SoftmaxOps: Math {
         ignore_label: Option<i32>,
         dx: ViewMut,
     ) -> Result<usize>;
+    /// Caffe's Accuracy on `score` `(outer, channels, inner)` and `label`
+    /// (one value per column). A column whose `int(label)` is not
+    /// `ignore_label` is correct when at most `top_k` scores are `>=` its
+    /// true class's score, that score included (ties count against the
+    /// true class; a NaN true score matches nothing, so it is correct).
+    /// Writes the fraction of correct columns (0 with none counted) to
+    /// `acc[0]` and, when given, each class's fraction (0 for a class no
+    /// column has) to `per_class[0..channels]`. A label outside
+    /// `[0, channels)` is an error (`label {v} is outside [0, {channels})`,
+    /// naming the first in column order) and leaves the outputs unspecified.
+    #[allow(clippy::too_many_arguments)]
+    fn accuracy(
+        &self,
+        outer: usize,
+        channels: usize,
+        inner: usize,
+        top_k: usize,
+        ignore_label: Option<i32>,
+        score: View,
+        label: View,
+        acc: ViewMut,
+        per_class: Option<ViewMut>,
+    ) -> Result<()>;
 }

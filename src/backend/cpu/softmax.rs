@@ -170,6 +170,65 @@ impl SoftmaxOps for CpuBackend {
         }
         Ok(count)
     }
+
+    fn accuracy(
+        &self,
+        outer: usize,
+        channels: usize,
+        inner: usize,
+        top_k: usize,
+        ignore_label: Option<i32>,
+        score: View,
+        label: View,
+        mut acc: ViewMut,
+        per_class: Option<ViewMut>,
+    ) -> Result<()> {
+        let dim = channels * inner;
+        let (score, label) = (score.host(outer * dim), label.host(outer * inner));
+        // Counts accumulate in f32 as in Caffe (exact up to 2^24).
+        let mut correct_of = vec![0.0f32; channels];
+        let mut seen = vec![0.0f32; channels];
+        let (mut correct, mut count) = (0.0f32, 0usize);
+        for i in 0..outer {
+            for j in 0..inner {
+                let v = label[i * inner + j];
+                let l = v as i32;
+                if ignore_label == Some(l) {
+                    continue;
+                }
+                if l < 0 || l as usize >= channels {
+                    return Err(Error::layer(format!(
+                        "label {v} is outside [0, {channels})"
+                    )));
+                }
+                let l = l as usize;
+                seen[l] += 1.0;
+                let truth = score[i * dim + l * inner + j];
+                // Ties count against the true class; it counts itself once.
+                let better = (0..channels)
+                    .filter(|&k| score[i * dim + k * inner + j] >= truth)
+                    .count();
+                // Caffe starts its count at -1; `better` is 0 when the true
+                // score is NaN, which Caffe counts as correct.
+                if better <= top_k {
+                    correct += 1.0;
+                    correct_of[l] += 1.0;
+                }
+                count += 1;
+            }
+        }
+        acc.host(1)[0] = if count == 0 {
+            0.0
+        } else {
+            correct / count as f32
+        };
+        if let Some(mut pc) = per_class {
+            for ((o, &c), &n) in pc.host(channels).iter_mut().zip(&correct_of).zip(&seen) {
+                *o = if n == 0.0 { 0.0 } else { c / n };
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -283,5 +342,56 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("label 5"), "{err}");
+    }
+
+    #[test]
+    fn accuracy_ties_nan_ignore_and_bad_labels() {
+        let be = CpuBackend::new();
+        // outer 4, channels 3, inner 1. Column 0: clear win; 1: a tie with
+        // the true class (counts against it at top_k 1); 2: NaN true score
+        // (correct); 3: ignored (label 2 with ignore 2).
+        let score = Buffer::from_vec(vec![
+            0.9,
+            0.1,
+            0.0, //
+            0.5,
+            0.5,
+            0.0, //
+            0.3,
+            f32::NAN,
+            0.2, //
+            0.0,
+            0.0,
+            1.0,
+        ]);
+        let lab = Buffer::from_vec(vec![0.0, 1.0, 1.0, 2.0]);
+        let run = |top_k, ignore, lab: &Buffer| {
+            let (mut acc, mut pc) = (Buffer::host_zeros(1), Buffer::host_zeros(3));
+            be.accuracy(
+                4,
+                3,
+                1,
+                top_k,
+                ignore,
+                score.view(),
+                lab.view(),
+                acc.view_mut(),
+                Some(pc.view_mut()),
+            )
+            .map(|()| (acc.read(1)[0], pc.read(3)))
+        };
+        let (acc, pc) = run(1, Some(2), &lab).unwrap();
+        assert_eq!(acc, 2.0 / 3.0);
+        assert_eq!(pc, vec![1.0, 0.5, 0.0]); // class 2: 0/0 → 0
+        let (acc, pc) = run(2, None, &lab).unwrap();
+        assert_eq!(acc, 1.0);
+        assert_eq!(pc, vec![1.0, 1.0, 1.0]);
+        // Everything ignored: count 0 → 0.
+        let all = Buffer::from_vec(vec![2.0; 4]);
+        assert_eq!(run(1, Some(2), &all).unwrap(), (0.0, vec![0.0; 3]));
+        // The first bad label in column order is named.
+        let bad = Buffer::from_vec(vec![0.0, 3.0, -1.0, 2.0]);
+        let err = run(1, None, &bad).unwrap_err().to_string();
+        assert!(err.contains("label 3 is outside [0, 3)"), "{err}");
     }
 }

@@ -9,6 +9,16 @@
 //! count, whose reduction is NaN when a label is outside `[0, channels)`.
 //! Only then (the error path) are the labels downloaded, to name the first
 //! bad one exactly as the CPU backend does.
+//!
+//! Accuracy needs no scratch either: one block counts every column and
+//! writes the accuracy into its top on the device (NaN when a label is
+//! bad), that one value is read back to learn whether to fail, and the
+//! per-class values come from one thread per class scanning the columns
+//! in order. Integer counts make both bit-identical to the CPU's (up to
+//! 2^24 counted columns, where the CPU's float counters stop being exact).
+use cudarc::driver::LaunchConfig;
+
+use super::kernels::REDUCE_THREADS;
 use super::math::{elementwise, ll, CudaBackend, KArg};
 use super::pool::at;
 use crate::backend::{SoftmaxOps, View, ViewMut};
@@ -171,5 +181,76 @@ impl SoftmaxOps for CudaBackend {
         ];
         self.launch("rc_softmax_loss_grad", elementwise(cols), &args);
         self.valid_labels(cols, channels, &label, ignore_label)
+    }
+
+    fn accuracy(
+        &self,
+        outer: usize,
+        channels: usize,
+        inner: usize,
+        top_k: usize,
+        ignore_label: Option<i32>,
+        score: View,
+        label: View,
+        acc: ViewMut,
+        per_class: Option<ViewMut>,
+    ) -> Result<()> {
+        let cols = outer * inner;
+        // At most `channels` scores can be >= the true one, so a larger
+        // top_k means the same (and keeps it in the kernels' int range).
+        let common = [
+            i32k(cols, "outer · inner"),
+            self.ptr(&score),
+            self.ptr(&label),
+            i32k(channels, "channels"),
+            i32k(inner.max(1), "inner size"),
+            i32k(top_k.min(channels), "top_k"),
+        ];
+        let [has, ign] = ignore_args(ignore_label);
+        // rc_accuracy_fwd(n, x, label, channels, inner, top_k, has_ignore,
+        //                 ignore_label, acc): one block, see the kernel.
+        let mut args = common.to_vec();
+        args.extend([has, ign, self.ptr_mut(&acc)]);
+        let one_block = LaunchConfig {
+            grid_dim: (1, 1, 1),
+            block_dim: (REDUCE_THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        self.launch("rc_accuracy_fwd", one_block, &args);
+        // The one value read back: NaN flags a bad label (the error needs
+        // a synchronous answer; accuracy itself is never NaN).
+        // Synchronised and checked first: a failed download would panic.
+        if let Err(e) = self.sync() {
+            return Err(Error::layer(format!(
+                "computing the accuracy on the GPU: {e}"
+            )));
+        }
+        let status = acc.buf.read(acc.off + 1)[acc.off];
+        if status.is_nan() {
+            // Error path only: download the labels to name the first bad one.
+            let labels = label.buf.read(label.off + cols);
+            for &v in &labels[label.off..] {
+                let l = v as i32;
+                if ignore_label != Some(l) && (l < 0 || l as usize >= channels) {
+                    return Err(Error::layer(format!(
+                        "label {v} is outside [0, {channels})"
+                    )));
+                }
+            }
+            return Err(Error::layer(
+                "the GPU accuracy kernel flagged a bad label, but every label is in range",
+            ));
+        }
+        if let Some(pc) = per_class {
+            if channels > 0 {
+                // rc_accuracy_per_class_fwd(n, x, label, channels, inner,
+                //     top_k, has_ignore, ignore_label, out): one thread per
+                //     class.
+                let mut args = common.to_vec();
+                args.extend([has, ign, self.ptr_mut(&pc)]);
+                self.launch("rc_accuracy_per_class_fwd", elementwise(channels), &args);
+            }
+        }
+        Ok(())
     }
 }

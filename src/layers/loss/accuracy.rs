@@ -1,9 +1,10 @@
 //! Accuracy: the fraction of (non-ignored) positions whose true class is
 //! among the `top_k` highest scores, with an optional per-class top.
-//! Forward only; its small inputs are read on the host.
+//! Forward only, computed by the backend (`SoftmaxOps::accuracy`), which
+//! writes both tops where they live.
 use crate::error::Result;
 use crate::layer_err;
-use crate::layers::{Arity, Ctx, Io, Layer};
+use crate::layers::{Arity, Ctx, Io, Layer, Slot};
 use crate::proto::caffe::LayerParameter;
 
 use super::softmax::split_dims;
@@ -72,55 +73,37 @@ impl Layer for Accuracy {
         }
         Ok(())
     }
-    fn forward(&mut self, _cx: &mut Ctx, io: &mut Io) -> Result<()> {
+    fn forward(&mut self, cx: &mut Ctx, io: &mut Io) -> Result<()> {
         let (outer, ch, inner) = self.dims;
-        let dim = ch * inner;
-        let score = io.bottom(0).data_vec();
-        let label = io.bottom(1).data_vec();
-        let mut per_class = vec![0.0f32; ch];
-        let mut seen = vec![0.0f32; ch];
-        let (mut correct, mut count) = (0.0f32, 0usize);
-        for i in 0..outer {
-            for j in 0..inner {
-                let v = label[i * inner + j];
-                let l = v as i32;
-                if self.ignore_label == Some(l) {
-                    continue;
-                }
-                if l < 0 || l as usize >= ch {
-                    return Err(layer_err!("label {v} is outside [0, {ch})"));
-                }
-                let l = l as usize;
-                seen[l] += 1.0;
-                let truth = score[i * dim + l * inner + j];
-                // Ties count against the true class; it counts itself once.
-                let better = (0..ch)
-                    .filter(|&k| score[i * dim + k * inner + j] >= truth)
-                    .count();
-                // Caffe starts its count at -1; `better` is 0 when the true
-                // score is NaN, which Caffe counts as correct.
-                if better <= self.top_k {
-                    correct += 1.0;
-                    per_class[l] += 1.0;
-                }
-                count += 1;
-            }
-        }
-        let acc = if count == 0 {
-            0.0
-        } else {
-            correct / count as f32
-        };
-        io.top_mut(0).set_data(&[acc])?;
+        let (top_k, ignore) = (self.top_k, self.ignore_label);
         if io.n_tops() > 1 {
-            let v: Vec<f32> = per_class
-                .iter()
-                .zip(&seen)
-                .map(|(&c, &n)| if n == 0.0 { 0.0 } else { c / n })
-                .collect();
-            io.top_mut(1).set_data(&v)?;
+            let ([score, label], [acc, per_class]) =
+                io.split([Slot::B(0), Slot::B(1)], [Slot::T(0), Slot::T(1)])?;
+            cx.be.accuracy(
+                outer,
+                ch,
+                inner,
+                top_k,
+                ignore,
+                score.data.view(),
+                label.data.view(),
+                acc.data.view_mut(),
+                Some(per_class.data.view_mut()),
+            )
+        } else {
+            let ([score, label], [acc]) = io.split([Slot::B(0), Slot::B(1)], [Slot::T(0)])?;
+            cx.be.accuracy(
+                outer,
+                ch,
+                inner,
+                top_k,
+                ignore,
+                score.data.view(),
+                label.data.view(),
+                acc.data.view_mut(),
+                None,
+            )
         }
-        Ok(())
     }
     fn backward(&mut self, _cx: &mut Ctx, _io: &mut Io, propagate_down: &[bool]) -> Result<()> {
         if propagate_down.iter().any(|&p| p) {

@@ -97,57 +97,75 @@ extern "C" __global__ void rc_softmax_loss_grad(long long n, const float* prob,
   }
 }
 
-// Accuracy (Caffe's AccuracyForwardGPU): a column is correct when fewer
-// than top_k scores are >= the true class's score, the true class
-// included (ties count against it, as on Caffe's GPU). n = outer · inner.
+// Accuracy. Whether the column (o, s) with true class l is correct: at
+// most top_k scores are >= the true score, that score included (ties count
+// against the true class). A NaN true score compares false with all, so
+// the count stays 0 and the column is correct (as on Caffe's CPU and
+// rcaffe's). The loop stops once the answer is known.
+__device__ __forceinline__ bool rc_accuracy_hit(const float* x, int channels, int inner,
+                                                int top_k, int o, int s, int l) {
+  const long long base = (long long)o * channels * inner + s;
+  const float truth = x[base + (long long)l * inner];
+  int better = 0;
+  for (int c = 0; c < channels && better <= top_k; ++c) {
+    better += (x[base + (long long)c * inner] >= truth);
+  }
+  return better <= top_k;
+}
+
+// Overall accuracy, launched as ONE block of RC_REDUCE_THREADS threads
+// (Accuracy's inputs are small): each thread counts its columns, the
+// counts are summed in double (exact for integers), and thread 0 writes
+// acc[0] = correct / counted (0 when nothing is counted), each count
+// rounded to float first as the CPU's float counters are. A label outside
+// [0, channels) (not ignored) makes acc[0] NaN, which the host reads as
+// "find the bad label". n = outer · inner columns.
 extern "C" __global__ void rc_accuracy_fwd(int n, const float* x, const float* label,
                                            int channels, int inner, int top_k, int has_ignore,
-                                           int ignore_label, float* acc, float* counts,
-                                           int* bad) {
-  RC_LOOP32(index, n) {
-    const int o = index / inner, s = index % inner;
-    const int l = (int)label[index];
-    if (has_ignore && l == ignore_label) {
-      acc[index] = 0.0f;
-      counts[index] = 0.0f;
-    } else if (l < 0 || l >= channels) {
-      acc[index] = 0.0f;
-      counts[index] = 0.0f;
-      atomicMin(bad, index);
-    } else {
-      const long long base = (long long)o * channels * inner + s;
-      const float truth = x[base + (long long)l * inner];
-      int better = -1;  // the true class counts itself
-      for (int c = 0; c < channels && better < top_k; ++c) {
-        better += (x[base + (long long)c * inner] >= truth);
-      }
-      acc[index] = (better < top_k) ? 1.0f : 0.0f;
-      counts[index] = 1.0f;
+                                           int ignore_label, float* acc) {
+  double correct = 0.0, counted = 0.0, bad = 0.0;
+  for (int i = threadIdx.x; i < n; i += blockDim.x) {
+    const int l = (int)label[i];
+    if (has_ignore && l == ignore_label) continue;
+    if (l < 0 || l >= channels) {
+      bad += 1.0;
+      continue;
     }
+    counted += 1.0;
+    if (rc_accuracy_hit(x, channels, inner, top_k, i / inner, i % inner, l)) correct += 1.0;
+  }
+  correct = rc_block_sum(correct);
+  counted = rc_block_sum(counted);
+  bad = rc_block_sum(bad);
+  if (threadIdx.x == 0) {
+    float a;
+    if (bad > 0.0) {
+      a = __int_as_float(0x7fc00000);
+    } else if (counted == 0.0) {
+      a = 0.0f;
+    } else {
+      a = (float)correct / (float)counted;
+    }
+    acc[0] = a;
   }
 }
 
-// Per-class accuracy (AccuracyForwardWithPerClassGPU): acc and counts are
-// channels × n, entry (label, column). Both must be zeroed before.
+// Per-class accuracy, one thread per class c: it scans every column in
+// order and writes out[c] = correct / seen over the columns labelled c (0
+// when none). Integer counts, so the result is the CPU's bit for bit; no
+// scratch. Run only after rc_accuracy_fwd found every label valid.
 extern "C" __global__ void rc_accuracy_per_class_fwd(int n, const float* x, const float* label,
                                                      int channels, int inner, int top_k,
                                                      int has_ignore, int ignore_label,
-                                                     float* acc, float* counts, int* bad) {
-  RC_LOOP32(index, n) {
-    const int o = index / inner, s = index % inner;
-    const int l = (int)label[index];
-    if (has_ignore && l == ignore_label) continue;
-    if (l < 0 || l >= channels) {
-      atomicMin(bad, index);
-      continue;
+                                                     float* out) {
+  RC_LOOP32(c, channels) {
+    int seen = 0, correct = 0;
+    for (int i = 0; i < n; ++i) {
+      const int l = (int)label[i];
+      if (l != c || (has_ignore && l == ignore_label)) continue;
+      ++seen;
+      correct += rc_accuracy_hit(x, channels, inner, top_k, i / inner, i % inner, l);
     }
-    const long long base = (long long)o * channels * inner + s;
-    const float truth = x[base + (long long)l * inner];
-    int better = -1;
-    for (int c = 0; c < channels && better < top_k; ++c) {
-      better += (x[base + (long long)c * inner] >= truth);
-    }
-    acc[(long long)l * n + index] = (better < top_k) ? 1.0f : 0.0f;
-    counts[(long long)l * n + index] = 1.0f;
+    out[c] = seen == 0 ? 0.0f : (float)correct / (float)seen;
   }
 }
