@@ -4,7 +4,7 @@
 # network). Runs the executables that scripts/gpu-bundle.sh built here and
 # the device tool carried (target/gpu-bundle), then writes a results table
 # to $OUT/gpu-check.md (the device tool's output folder) or
-# target/gpu-check.md, with every log beside it.
+# target/gpu-check.md, with every log in gpu-check-logs.tar.gz beside it.
 #
 # What it checks (issue 7 and the NCCL part of issue 8):
 #   - the library probes, device opening, `rcaffe device_query --gpu 0`;
@@ -26,8 +26,10 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 BUNDLE="${RCAFFE_BUNDLE:-target/gpu-bundle}"
 RESULTS="${OUT:-target}"
-LOGS="$RESULTS/gpu-check-logs"
-mkdir -p "$LOGS"
+# The device tool brings back at most 8 files from $OUT: the logs travel
+# as one archive (gpu-check-logs.tar.gz) beside the table.
+LOGS="$(mktemp -d)/gpu-check-logs"
+mkdir -p "$LOGS" "$RESULTS"
 TABLE="$RESULTS/gpu-check.md"
 START=$(date +%s)
 
@@ -181,8 +183,10 @@ done
   echo "| --- | --- | --- | --- | --- |"
   printf '%s\n' "${TORCH_ROWS[@]}"
   echo
-  echo "Total: $(($(date +%s) - START)) s. Logs: gpu-check-logs/."
+  echo "Total: $(($(date +%s) - START)) s. Logs: gpu-check-logs.tar.gz."
 } >"$TABLE"
+cp "$TABLE" "$LOGS/"
+tar -czf "$RESULTS/gpu-check-logs.tar.gz" -C "$(dirname "$LOGS")" gpu-check-logs
 cat "$TABLE"
 rm -rf "$LINKS" "$WORK"
 exit "$FAILED"
