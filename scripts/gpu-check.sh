@@ -139,7 +139,8 @@ print(re.sub(r"(shape\s*\{\s*dim:\s*)\d+", lambda m: m[1] + sys.argv[2], text), 
 PY
   check "time_$net" 120 "$BUNDLE/rcaffe" time --model "$WORK/$net.prototxt" --gpu 0 --iterations 10
   ms="$(grep -E 'Average Forward-Backward: ' "$LOGS/time_$net.log" | tail -1 | sed -E 's/.*Backward: ([0-9.e+-]+) ms.*/\1/')"
-  ips="$(python3 -c "import sys; print(f'{int(sys.argv[1])/float(sys.argv[2])*1e3:.0f}')" "$b" "${ms:-nan}" 2>/dev/null || echo '?')"
+  ips='?'
+  [ -n "$ms" ] && ips="$(python3 -c "import sys; print(f'{int(sys.argv[1])/float(sys.argv[2])*1e3:.0f}')" "$b" "$ms" 2>/dev/null || echo '?')"
   TIME_ROWS+=("| $net | $b | ${ms:-?} | $ips |")
   eval "RC_MS_$net=\"${ms:-}\""
 done
