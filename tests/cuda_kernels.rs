@@ -87,3 +87,17 @@ fn a_broken_kernel_fails_to_compile() {
     assert!(e.contains("broken.cu(2)"), "{e}");
     assert!(e.contains("undefined_name"), "{e}");
 }
+
+/// The per-process cache hands every device the PTX a fresh compile gives.
+#[test]
+fn cached_compiles_equal_fresh_ones() {
+    if nvrtc_or_skip().is_none() {
+        return;
+    }
+    let f = &FAMILIES[0];
+    let fresh = nvrtc::compile(f, CHECK_ARCH).unwrap().to_src();
+    let first = nvrtc::compile_cached(f, CHECK_ARCH).unwrap().to_src();
+    let again = nvrtc::compile_cached(f, CHECK_ARCH).unwrap().to_src();
+    assert_eq!(first, fresh);
+    assert_eq!(again, fresh);
+}

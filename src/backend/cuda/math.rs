@@ -120,7 +120,7 @@ impl CudaBackend {
         let mut funcs = HashMap::new();
         let mut modules = Vec::new();
         for fam in kernels::FAMILIES {
-            let ptx = nvrtc::compile(fam, &arch)?;
+            let ptx = nvrtc::compile_cached(fam, &arch)?;
             let module = guard("loading kernels", || {
                 dev.ctx
                     .load_module(ptx)

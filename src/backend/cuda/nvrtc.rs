@@ -1,6 +1,9 @@
 //! Compiling the kernel families with NVRTC (through cudarc), once per
 //! process for the GPU present. Needs only libnvrtc, not a GPU, which is
 //! what lets CI check every kernel source (tests/cuda_kernels.rs).
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
 use cudarc::nvrtc::{compile_ptx_with_opts, CompileError, CompileOptions, Ptx};
 
 use super::error::{guard, CudaError, CudaResult};
@@ -41,6 +44,26 @@ pub fn compile(family: &Family, arch: &str) -> CudaResult<Ptx> {
             },
         })
     })
+}
+
+/// `compile`, once per (family, architecture) per process: each GPU of a
+/// multi-GPU run (one backend per device, opened in parallel) loads the
+/// same PTX, and compiling all families takes seconds.
+pub fn compile_cached(family: &Family, arch: &str) -> CudaResult<Ptx> {
+    static DONE: OnceLock<Mutex<HashMap<(&'static str, String), Ptx>>> = OnceLock::new();
+    let key = (family.name, arch.to_string());
+    let cache = DONE.get_or_init(Default::default);
+    if let Some(ptx) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        return Ok(ptx.clone());
+    }
+    // Compiled outside the lock: two devices may race to compile one
+    // family once each, which only costs time; the results are identical.
+    let ptx = compile(family, arch)?;
+    cache
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(key, ptx.clone());
+    Ok(ptx)
 }
 
 /// The `.entry` names a PTX module defines.
