@@ -24,7 +24,7 @@ use crate::net::Net;
 use crate::solver::SolverAction;
 
 use super::barrier::Barrier;
-use super::grad_sync::{action_code, action_from_code, GradSync, SyncGroup, SyncStats};
+use super::grad_sync::{action_code, action_from_code, claim_rank, GradSync, SyncGroup, SyncStats};
 
 struct Shared {
     world: usize,
@@ -70,23 +70,13 @@ impl SyncGroup for CpuGroup {
     }
 
     fn join(&self, rank: usize) -> Result<Box<dyn GradSync>> {
-        let world = self.shared.world;
-        let mut joined = self.shared.joined.lock().unwrap_or_else(|e| e.into_inner());
-        match joined.get_mut(rank) {
-            None => Err(Error::Solver(format!(
-                "replica {rank} does not exist in a group of {world}"
-            ))),
-            Some(true) => Err(Error::Solver(format!("replica {rank} joined twice"))),
-            Some(j) => {
-                *j = true;
-                Ok(Box::new(CpuSync {
-                    shared: self.shared.clone(),
-                    rank,
-                    layout: None,
-                    stats: SyncStats::default(),
-                }))
-            }
-        }
+        claim_rank(&self.shared.joined, rank)?;
+        Ok(Box::new(CpuSync {
+            shared: self.shared.clone(),
+            rank,
+            layout: None,
+            stats: SyncStats::default(),
+        }))
     }
 
     fn abort(&self, rank: usize, reason: &str) {

@@ -81,3 +81,22 @@ pub(crate) fn action_from_code(code: u64) -> SolverAction {
         _ => SolverAction::None,
     }
 }
+
+/// Mark `rank` as joined in a group's `joined` flags: once per rank, and
+/// only ranks the group has.
+pub(crate) fn claim_rank(joined: &std::sync::Mutex<Vec<bool>>, rank: usize) -> Result<()> {
+    let mut joined = joined.lock().unwrap_or_else(|e| e.into_inner());
+    let world = joined.len();
+    match joined.get_mut(rank) {
+        None => Err(crate::error::Error::Solver(format!(
+            "replica {rank} does not exist in a group of {world}"
+        ))),
+        Some(true) => Err(crate::error::Error::Solver(format!(
+            "replica {rank} joined twice"
+        ))),
+        Some(j) => {
+            *j = true;
+            Ok(())
+        }
+    }
+}

@@ -49,7 +49,7 @@ use crate::net::Net;
 use crate::solver::SolverAction;
 
 use super::barrier::{Barrier, Poison};
-use super::grad_sync::{action_code, action_from_code, GradSync, SyncGroup, SyncStats};
+use super::grad_sync::{action_code, action_from_code, claim_rank, GradSync, SyncGroup, SyncStats};
 
 /// NCCL's version code for 2.14.0, the first with non-blocking
 /// communicators (`ncclCommInitRankConfig`, `config.blocking`).
@@ -238,25 +238,15 @@ impl SyncGroup for NcclGroup {
     }
 
     fn join(&self, rank: usize) -> Result<Box<dyn GradSync>> {
-        let world = self.shared.world;
-        let mut joined = self.shared.joined.lock().unwrap_or_else(|e| e.into_inner());
-        match joined.get_mut(rank) {
-            None => Err(Error::Solver(format!(
-                "replica {rank} does not exist in a group of {world}"
-            ))),
-            Some(true) => Err(Error::Solver(format!("replica {rank} joined twice"))),
-            Some(j) => {
-                *j = true;
-                Ok(Box::new(NcclSync {
-                    shared: self.shared.clone(),
-                    rank,
-                    layout: None,
-                    comm: None,
-                    broken: None,
-                    stats: SyncStats::default(),
-                }))
-            }
-        }
+        claim_rank(&self.shared.joined, rank)?;
+        Ok(Box::new(NcclSync {
+            shared: self.shared.clone(),
+            rank,
+            layout: None,
+            comm: None,
+            broken: None,
+            stats: SyncStats::default(),
+        }))
     }
 
     /// Poisons the barrier. A replica waiting in a collective sees it
