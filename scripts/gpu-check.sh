@@ -53,18 +53,40 @@ export LD_LIBRARY_PATH="$LINKS${NV_DIRS:+:$NV_DIRS}${LD_LIBRARY_PATH:+:$LD_LIBRA
 export RCAFFE_REQUIRE_CUDA=1 RCAFFE_REQUIRE_NVRTC=1
 # The golden cases and bench nets travel in the bundle (../shared does not).
 export RCAFFE_SHARED="$BUNDLE/shared"
+# The test executables that run the CLI find it here (no build tree there).
+RCAFFE_BIN="$(cd "$BUNDLE" && pwd)/rcaffe"
+export RCAFFE_BIN
 
 ROWS=()
 FAILED=0
+# A lease is short (15 minutes of device time, the machine's start
+# included): every step has its own limit, and a step that would start
+# after the budget (seconds, RCAFFE_CHECK_BUDGET) is skipped, so the table
+# and the logs always come back.
+BUDGET="${RCAFFE_CHECK_BUDGET:-420}"
+left() { echo $((BUDGET - ($(date +%s) - START))); }
 # check NAME TIMEOUT COMMAND...: exit 0 is a pass.
 check() {
   local name="$1" limit="$2"
   shift 2
+  if [ "$(left)" -lt 10 ]; then
+    FAILED=1
+    ROWS+=("| $name | skipped (time budget) | - | - |")
+    echo "[$name] skipped: time budget spent"
+    return
+  fi
+  [ "$limit" -le "$(left)" ] || limit="$(left)"
   local log="$LOGS/$name.log" t0 rc
   t0=$(date +%s)
   timeout "$limit" "$@" >"$log" 2>&1
   rc=$?
-  local secs=$(($(date +%s) - t0))
+  record "$name" "$rc" $(($(date +%s) - t0))
+}
+# record NAME EXIT SECONDS: one table row from NAME's log; a failure's first
+# panics go to stdout too (the device tool returns the output's tail even
+# when no file comes back).
+record() {
+  local name="$1" rc="$2" secs="$3" log="$LOGS/$1.log"
   local summary
   summary="$(grep -E '^test result:' "$log" | tail -1)"
   [ -n "$summary" ] || summary="$(grep -v '^\s*$' "$log" | tail -1 | cut -c1-160)"
@@ -73,19 +95,43 @@ check() {
   else
     FAILED=1
     ROWS+=("| $name | **FAIL** (exit $rc) | $secs | ${summary//|/\\|} |")
+    grep -E -A4 "panicked at|^failures:|^    [a-z_:0-9]+$|error" "$log" | cut -c1-300 | head -60
   fi
   echo "[$name] exit $rc in ${secs}s: $summary"
+}
+# suites NAME:EXE:ARGS...: run test executables at once (the GPU takes
+# several processes), each under TIMEOUT, then record each.
+suites() {
+  local limit="$1"
+  shift
+  [ "$limit" -le "$(left)" ] || limit="$(left)"
+  local pids=() names=() t0
+  t0=$(date +%s)
+  for spec in "$@"; do
+    local name="${spec%%:*}" rest="${spec#*:}"
+    # shellcheck disable=SC2086
+    timeout "$limit" $rest >"$LOGS/$name.log" 2>&1 &
+    pids+=($!)
+    names+=("$name")
+  done
+  local i
+  for i in "${!pids[@]}"; do
+    wait "${pids[$i]}"
+    record "${names[$i]}" $? $(($(date +%s) - t0))
+  done
 }
 
 nvidia-smi >"$LOGS/nvidia-smi.log" 2>&1 || true
 GPU="$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -1)"
 
+ldd "$BUNDLE/rcaffe" >"$LOGS/ldd.log" 2>&1 || true
 check device_query 60 "$BUNDLE/rcaffe" device_query --gpu 0
-check nvrtc_kernels 120 "$BUNDLE/cuda_kernels"
-check unit_backend_cuda 120 "$BUNDLE/rcaffe-unit" backend::cuda
+check nvrtc_kernels 90 "$BUNDLE/cuda_kernels"
+specs=("unit_backend_cuda:$BUNDLE/rcaffe-unit backend::cuda --test-threads 2")
 for t in cuda_device cuda_conv cuda_vision cuda_norm_solver cuda_shape cuda_layers cuda_nccl; do
-  check "$t" 240 "$BUNDLE/$t" --test-threads 1
+  specs+=("$t:$BUNDLE/$t --test-threads 2")
 done
+suites 150 "${specs[@]}"
 
 # LeNet on the GPU: the bundle's Fashion-MNIST subset into LMDBs, then the
 # example solver for 2000 iterations (test every 500).
@@ -100,7 +146,7 @@ if "$BUNDLE/rcaffe" convert_mnist_data "$BUNDLE/fmnist/train-images.gz" "$BUNDLE
   sed -e "s#models/lenet/lenet_train_test.prototxt#$WORK/net.prototxt#; s#^max_iter:.*#max_iter: 2000#; \
 s#^test_interval:.*#test_interval: 500#; s#^snapshot:.*#snapshot: 0#; s#^snapshot_prefix:.*#snapshot_prefix: \"$WORK/lenet\"#" \
     models/lenet/lenet_solver.prototxt >"$WORK/solver.prototxt"
-  check lenet_gpu_2000 240 "$BUNDLE/rcaffe" train --solver "$WORK/solver.prototxt" --gpu 0
+  check lenet_gpu_2000 90 "$BUNDLE/rcaffe" train --solver "$WORK/solver.prototxt" --gpu 0
   ACC="$(grep -E 'Test net output #0: accuracy = ' "$LOGS/lenet_gpu_2000.log" | tail -1 | sed -E 's/.*= //')"
   IT_S="$(python3 - "$LOGS/lenet_gpu_2000.log" <<'PY'
 import re, sys, datetime
@@ -137,16 +183,28 @@ import re, sys
 text = open(sys.argv[1]).read()
 print(re.sub(r"(shape\s*\{\s*dim:\s*)\d+", lambda m: m[1] + sys.argv[2], text), end="")
 PY
-  check "time_$net" 120 "$BUNDLE/rcaffe" time --model "$WORK/$net.prototxt" --gpu 0 --iterations 10
-  ms="$(grep -E 'Average Forward-Backward: ' "$LOGS/time_$net.log" | tail -1 | sed -E 's/.*Backward: ([0-9.e+-]+) ms.*/\1/')"
+  check "time_$net" 45 "$BUNDLE/rcaffe" time --model "$WORK/$net.prototxt" --gpu 0 --iterations 10
+  # Caffe's figure (a device wait after every layer) and whole passes.
+  sync_ms="$(grep -E 'Average Forward-Backward: ' "$LOGS/time_$net.log" | tail -1 | sed -E 's/.*Backward: ([0-9.e+-]+) ms.*/\1/')"
+  ms="$(grep -E 'without per-layer synchronisation: ' "$LOGS/time_$net.log" | tail -1 | sed -E 's/.*synchronisation: ([0-9.e+-]+) ms.*/\1/')"
   ips='?'
   [ -n "$ms" ] && ips="$(python3 -c "import sys; print(f'{int(sys.argv[1])/float(sys.argv[2])*1e3:.0f}')" "$b" "$ms" 2>/dev/null || echo '?')"
-  TIME_ROWS+=("| $net | $b | ${ms:-?} | $ips |")
+  TIME_ROWS+=("| $net | $b | ${sync_ms:-?} | ${ms:-?} | $ips |")
   eval "RC_MS_$net=\"${ms:-}\""
 done
 
+# cuDNN's heuristics (Caffe's way) against timed search (the default).
+HEUR_ROWS=()
+for net in caffenet resnet50; do
+  check "time_${net}_heuristic" 45 env RCAFFE_CUDNN_SEARCH=heuristic \
+    "$BUNDLE/rcaffe" time --model "$WORK/$net.prototxt" --gpu 0 --iterations 10
+  hms="$(grep -E 'without per-layer synchronisation: ' "$LOGS/time_${net}_heuristic.log" | tail -1 | sed -E 's/.*synchronisation: ([0-9.e+-]+) ms.*/\1/')"
+  rc_ms_var="RC_MS_$net"
+  HEUR_ROWS+=("| $net | ${BATCH[$net]} | ${!rc_ms_var:-?} | ${hms:-?} |")
+done
+
 # PyTorch eager, same nets and batches, same machine, same run.
-check torch_eager 180 python3 scripts/torch_bench.py --net caffenet --batch "${BATCH[caffenet]}" \
+check torch_eager 90 python3 scripts/torch_bench.py --net caffenet --batch "${BATCH[caffenet]}" \
   --net resnet50 --batch "${BATCH[resnet50]}" --iters 20
 TORCH_ROWS=()
 for net in caffenet resnet50; do
@@ -172,15 +230,22 @@ done
   printf '%s\n' "${ROWS[@]}"
   echo "$LENET_ROW"
   echo
-  echo "rcaffe time --gpu 0 (forward + backward, 10 iterations, device-synchronised):"
+  echo "rcaffe time --gpu 0 (forward + backward, mean of 10 iterations): Caffe's per-layer-synchronised"
+  echo "figure, and whole passes queued back to back (one device wait per pass; images/s from it):"
   echo
-  echo "| net | batch | ms | images/s |"
-  echo "| --- | --- | --- | --- |"
+  echo "| net | batch | ms, per-layer sync | ms, whole passes | images/s |"
+  echo "| --- | --- | --- | --- | --- |"
   printf '%s\n' "${TIME_ROWS[@]}"
+  echo
+  echo "cuDNN algorithm choice (whole passes, ms): timed search (default) vs heuristics:"
+  echo
+  echo "| net | batch | cudnnFind | heuristics |"
+  echo "| --- | --- | --- | --- |"
+  printf '%s\n' "${HEUR_ROWS[@]}"
   echo
   echo "Against PyTorch eager (fp32, TF32 off, cudnn.benchmark on), same batch, median of 20:"
   echo
-  echo "| net | batch | rcaffe fwd+bwd ms | torch fwd+bwd ms | torch SGD step ms |"
+  echo "| net | batch | rcaffe fwd+bwd ms (whole passes) | torch fwd+bwd ms | torch SGD step ms |"
   echo "| --- | --- | --- | --- | --- |"
   printf '%s\n' "${TORCH_ROWS[@]}"
   echo

@@ -34,7 +34,7 @@ use rcaffe::proto::caffe::{LayerParameter, NetParameter, Phase};
 use rcaffe::proto::text::{parse_net_text, parse_solver_text, parse_text, read_net_text};
 use rcaffe::solver::Solver;
 use rcaffe::tensor::Blob;
-use rcaffe::testing::backends::{cpu, rel_err, TOL_CUDNN, TOL_FP32};
+use rcaffe::testing::backends::{cpu, rel_err, TOL_CUDNN, TOL_FP32, TOL_NET};
 use rcaffe::testing::golden::{all_cases, golden_dir, run_case_full, CaseRun};
 use rcaffe::testing::gradient::{ctx_on, gaussian_blob, GradientChecker};
 
@@ -972,8 +972,8 @@ fn class_labels(n: usize, classes: usize, seed: u32) -> Vec<f32> {
 }
 
 /// LeNet (`../shared/bench/lenet.prototxt`: batch 64, DEFAULT-engine
-/// convolutions) with the CPU net's weights: the loss and every parameter
-/// gradient within 1e-4 of the CPU's.
+/// convolutions) with the CPU net's weights: the loss within 1e-4 of the
+/// CPU's, every parameter gradient within 1e-3 (`TOL_NET`).
 fn lenet_forward_backward(be: Arc<dyn Backend>) {
     let path = rcaffe::testing::golden::shared_dir().join("bench/lenet.prototxt");
     let param: NetParameter = read_net_text(&path).unwrap();
@@ -1003,7 +1003,7 @@ fn lenet_forward_backward(be: Arc<dyn Backend>) {
         fails.push(e);
     }
     for ((name, g), c) in names.iter().zip(&grad).zip(&cgrad) {
-        if let Err(e) = close(&format!("{name} gradient"), g, c, TOL_CUDNN) {
+        if let Err(e) = close(&format!("{name} gradient"), g, c, TOL_NET) {
             fails.push(e);
         }
     }

@@ -68,11 +68,11 @@ fn group(n: usize) -> Option<NcclGroup> {
     }
 }
 
+/// The rcaffe binary: cargo's, or `RCAFFE_BIN` where this test executable
+/// was carried to a machine without the build tree (scripts/gpu-check.sh).
 fn rcaffe(args: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_rcaffe"))
-        .args(args)
-        .output()
-        .expect("run rcaffe");
+    let bin = std::env::var_os("RCAFFE_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_rcaffe").into());
+    let out = Command::new(bin).args(args).output().expect("run rcaffe");
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
