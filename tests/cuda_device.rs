@@ -311,3 +311,36 @@ fn every_unary_matches_forward_and_backward() {
     }
     be.sync().unwrap();
 }
+
+#[test]
+fn dropout_mask_is_bit_identical_to_the_cpu() {
+    let Some(be) = cuda_backend() else {
+        return;
+    };
+    let cpu = CpuBackend::new();
+    let off = 3;
+    // Odd sizes, one above the CPU's parallel threshold and one above the
+    // GPU grid cap (the grid-stride loop); seeds and thresholds with the top
+    // bit set (they travel as signed kernel arguments).
+    for &n in &[1usize, 257, 70_001, (1 << 24) + 7] {
+        for (seed, p) in [(7u64, 0.5f64), (u64::MAX - 5, 0.9), (1 << 40, 0.1)] {
+            let threshold = (u32::MAX as f64 * p) as u32;
+            let scale = (1.0 / (1.0 - p)) as f32;
+            let mut g = up(&be, &vec![-1.0; n + off]);
+            let mut c = Buffer::from_vec(vec![-1.0; n + off]);
+            be.dropout_mask(n, seed, threshold, scale, g.at_mut(off));
+            cpu.dropout_mask(n, seed, threshold, scale, c.at_mut(off));
+            let (g, c) = (g.read(n + off), c.read(n + off));
+            assert!(
+                g[..off].iter().all(|&v| v == -1.0),
+                "n={n}: wrote before the view"
+            );
+            let first_diff = g
+                .iter()
+                .zip(&c)
+                .position(|(a, b)| a.to_bits() != b.to_bits());
+            assert_eq!(first_diff, None, "n={n} seed={seed} p={p}");
+        }
+    }
+    be.sync().unwrap();
+}

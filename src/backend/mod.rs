@@ -110,6 +110,14 @@ pub trait Math {
     fn unary_grad(&self, op: Unary, n: usize, x: View, y: View, dy: View, dx: ViewMut);
     /// In-place backward: `y` is both bottom and top data, `d` holds dy on entry and dx on exit.
     fn unary_grad_inplace(&self, op: Unary, n: usize, y: View, d: ViewMut);
+    /// Dropout mask: `mask[i] = scale` if `r(seed, i) > threshold`, else 0.
+    /// `r(seed, i)` is the high 32 bits of SplitMix64 at counter `i + 1`
+    /// (`z = seed + (i+1)·0x9E3779B97F4A7C15`, then the two xor-shift-multiply
+    /// rounds and a final `z ^= z >> 31`): a pure function of `(seed, i)`, so
+    /// every backend and any threading give bit-identical masks. As in
+    /// Caffe's GPU DropoutLayer, `threshold = (u32::MAX as f64 · ratio) as u32`
+    /// and an element is kept iff `r > threshold`.
+    fn dropout_mask(&self, n: usize, seed: u64, threshold: u32, scale: f32, mask: ViewMut);
     /// Wait for queued work (a no-op on the CPU).
     fn synchronize(&self) {}
 }

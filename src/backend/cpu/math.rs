@@ -156,6 +156,16 @@ fn relu_grad(x: f32, dy: f32, slope: f32) -> f32 {
     }
 }
 
+/// `r(seed, i)` of `Math::dropout_mask`: the high 32 bits of SplitMix64 at
+/// counter `i + 1` (the CUDA kernel `rc_dropout_mask` computes the same).
+pub(crate) fn dropout_bits(seed: u64, i: u64) -> u32 {
+    let mut z = seed.wrapping_add((i + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z >> 32) as u32
+}
+
 impl Math for CpuBackend {
     fn alloc(&self, n: usize) -> Buffer {
         Buffer::host_zeros(n)
@@ -331,6 +341,25 @@ impl Math for CpuBackend {
             }
         });
     }
+
+    fn dropout_mask(&self, n: usize, seed: u64, threshold: u32, scale: f32, mut mask: ViewMut) {
+        // Each element is a function of its index alone, so chunking (and
+        // rayon's scheduling) cannot change the mask.
+        let run = |i0: usize, y: &mut [f32]| {
+            for (k, y) in y.iter_mut().enumerate() {
+                let keep = dropout_bits(seed, (i0 + k) as u64) > threshold;
+                *y = if keep { scale } else { 0.0 };
+            }
+        };
+        let y = mask.host(n);
+        if n >= PAR_MIN {
+            y.par_chunks_mut(CHUNK)
+                .enumerate()
+                .for_each(|(c, y)| run(c * CHUNK, y));
+        } else {
+            run(0, y);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -368,6 +397,57 @@ mod tests {
                 }
             }
         }
+    }
+
+    fn mask(n: usize, seed: u64, threshold: u32, scale: f32) -> Vec<f32> {
+        let mut b = Buffer::host_zeros(n);
+        CpuBackend.dropout_mask(n, seed, threshold, scale, b.view_mut());
+        b.host().unwrap().to_vec()
+    }
+
+    #[test]
+    fn splitmix64_reference_values() {
+        // SplitMix64 seeded with 1234567: its first outputs (the published
+        // reference sequence), high halves.
+        let want: [u64; 3] = [
+            6457827717110365317,
+            3203168211198807973,
+            9817491932198370423,
+        ];
+        for (i, w) in want.iter().enumerate() {
+            assert_eq!(dropout_bits(1234567, i as u64), (w >> 32) as u32);
+        }
+    }
+
+    #[test]
+    fn dropout_mask_keeps_1_minus_p() {
+        let n = 1_000_000;
+        for p in [0.5f64, 0.2, 0.9] {
+            let threshold = (u32::MAX as f64 * p) as u32;
+            let scale = (1.0 / (1.0 - p)) as f32;
+            let m = mask(n, 42, threshold, scale);
+            assert!(m.iter().all(|&v| v == 0.0 || v == scale));
+            let kept = m.iter().filter(|&&v| v == scale).count() as f64;
+            let sigma = (n as f64 * p * (1.0 - p)).sqrt();
+            let want = n as f64 * (1.0 - p);
+            assert!((kept - want).abs() < 5.0 * sigma, "p={p}: {kept} kept");
+        }
+    }
+
+    #[test]
+    fn dropout_mask_is_a_function_of_seed_and_index() {
+        let (t, s) = (u32::MAX / 2, 2.0);
+        let a = mask(5000, 7, t, s);
+        assert_eq!(a, mask(5000, 7, t, s));
+        assert_ne!(a, mask(5000, 8, t, s));
+        // A prefix of a longer (parallel, above PAR_MIN) mask.
+        assert_eq!(mask(1000, 7, t, s), a[..1000]);
+        let big = mask(PAR_MIN + 12_345, 7, t, s);
+        assert_eq!(big[..5000], a[..]);
+        // Into a view at an offset: indices count from the view's start.
+        let mut b = Buffer::host_zeros(5003);
+        CpuBackend.dropout_mask(5000, 7, t, s, b.at_mut(3));
+        assert_eq!(b.host().unwrap()[3..], a[..]);
     }
 
     #[test]

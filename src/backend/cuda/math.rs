@@ -274,6 +274,13 @@ impl CudaBackend {
         s.result.read(1)[0]
     }
 
+    /// Run `f` with the reduction scratch's partial-sum slots (room for
+    /// `REDUCE_BLOCKS` doubles), held for the launches `f` queues.
+    pub(crate) fn with_partials<R>(&self, f: impl FnOnce(CdPtr) -> R) -> R {
+        let s = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
+        f(s.partial.ptr(0))
+    }
+
     fn unary_args(op: Unary) -> Vec<KArg> {
         match op {
             Unary::ReLU { slope } => vec![f(slope)],
@@ -555,6 +562,21 @@ impl Math for CudaBackend {
     fn unary_grad_inplace(&self, op: Unary, n: usize, y: View, d: ViewMut) {
         let (yp, dp) = (self.raw(&y), self.raw_mut(&d));
         self.unary_grad_raw(op, n, yp, yp, dp, dp);
+    }
+
+    fn dropout_mask(&self, n: usize, seed: u64, threshold: u32, scale: f32, mask: ViewMut) {
+        if n > 0 {
+            // The kernel takes `unsigned long long seed, unsigned int thres`:
+            // same widths as I64/I32, passed bit for bit.
+            let args = [
+                ll(n),
+                KArg::I64(seed as i64),
+                KArg::I32(threshold as i32),
+                f(scale),
+                self.ptr_mut(&mask),
+            ];
+            self.launch("rc_dropout_mask", elementwise(n), &args);
+        }
     }
 
     fn synchronize(&self) {

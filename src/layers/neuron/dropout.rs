@@ -1,6 +1,7 @@
 //! Dropout (inverted): in TRAIN, `y = x · mask / (1 − p)` with a Bernoulli
-//! mask drawn from the net's random stream; in TEST, the identity.
-use rand_distr::{Bernoulli, Distribution};
+//! mask generated on the backend from a seed drawn from the net's random
+//! stream; in TEST, the identity.
+use rand::Rng;
 
 use crate::backend::Binary;
 use crate::error::Result;
@@ -11,8 +12,8 @@ use crate::tensor::Blob;
 
 #[derive(Debug)]
 pub struct Dropout {
-    /// Probability of keeping an element (1 − dropout_ratio).
-    keep: f64,
+    /// Caffe's `uint_thres_`: an element is kept iff its random u32 exceeds it.
+    threshold: u32,
     /// 1 / (1 − p), computed in double and stored as float (Caffe).
     scale: f32,
     /// The last TRAIN mask, pre-multiplied by `scale` (values 0 or scale).
@@ -27,7 +28,7 @@ impl Dropout {
         }
         let p = p as f64;
         Ok(Dropout {
-            keep: 1.0 - p,
+            threshold: (u32::MAX as f64 * p) as u32,
             scale: (1.0 / (1.0 - p)) as f32,
             mask: None,
         })
@@ -70,17 +71,11 @@ impl Layer for Dropout {
             .mask
             .as_mut()
             .ok_or_else(|| layer_err!("forward before reshape"))?;
-        let bern = Bernoulli::new(self.keep).map_err(|e| layer_err!("dropout mask: {e}"))?;
-        let values: Vec<f32> = (0..n)
-            .map(|_| {
-                if bern.sample(&mut cx.rng) {
-                    self.scale
-                } else {
-                    0.0
-                }
-            })
-            .collect();
-        mask.set_data(&values)?;
+        // One draw per forward keeps runs reproducible under random_seed;
+        // the mask itself is a function of (seed, index) on the backend.
+        let seed: u64 = cx.rng.gen();
+        cx.be
+            .dropout_mask(n, seed, self.threshold, self.scale, mask.data.view_mut());
         if io.in_place(0, 0) {
             let y = io.top_mut(0);
             cx.be

@@ -43,6 +43,20 @@ RC_BINARY(rc_div, u / v)
 // fmaxf ignores a NaN operand, as Rust's f32::max on the CPU backend.
 RC_BINARY(rc_max, fmaxf(u, v))
 
+// Math::dropout_mask: y[i] = scale if r(seed, i) > thres else 0, r = the
+// high 32 bits of SplitMix64 at counter i + 1 (cpu/math.rs dropout_bits,
+// bit for bit; unsigned 64-bit arithmetic wraps as Rust's wrapping_*).
+extern "C" __global__ void rc_dropout_mask(long long n, unsigned long long seed,
+                                           unsigned int thres, float scale, float* y) {
+  RC_LOOP(i, n) {
+    unsigned long long z = seed + (unsigned long long)(i + 1) * 0x9E3779B97F4A7C15ULL;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    z ^= z >> 31;
+    y[i] = (unsigned int)(z >> 32) > thres ? scale : 0.0f;
+  }
+}
+
 // Reductions in two launches with a fixed grid, so results do not depend on
 // scheduling: each block writes its partial sum (double) to part[block],
 // then rc_sum_partials (one block) adds the partials.

@@ -51,6 +51,7 @@ pub const MATH: Family = Family {
         "rc_mul",
         "rc_div",
         "rc_max",
+        "rc_dropout_mask",
         "rc_dot_partial",
         "rc_asum_partial",
         "rc_sumsq_partial",
