@@ -11,6 +11,9 @@
 //!   gradients start non-zero, so accumulation is checked. Tolerance 1e-4:
 //!   cuBLAS and cuDNN (GEMM, FFT, Winograd algorithms) sum in other orders
 //!   than the CPU's packed GEMM, which costs a few ulps per product sum.
+//! - Depthwise geometries (group = channels, 2-D) run direct kernels for
+//!   every engine: checked against the CPU backend's depthwise passes at
+//!   1e-5 over strides, pads, dilations, odd sizes, 1 and 37 channels.
 //!
 //! Without a usable GPU these tests print why and pass, unless
 //! RCAFFE_REQUIRE_CUDA=1 (scripts/gpu-check.sh sets it), which makes that a
@@ -307,7 +310,9 @@ fn conv_passes_match_the_cpu_backend_for_every_engine() {
             for num in [1, 3] {
                 let what = format!("{name}, {engine:?}, num {num}");
                 let wl = be.conv_workspace_len(&g, num);
-                if cudnn {
+                // Depthwise runs direct kernels (whatever the engine) that
+                // need only the bias gradient's ones vector, as cuDNN.
+                if cudnn || is_depthwise(&g) {
                     assert_eq!(wl, g.in_spatial().max(g.out_spatial()), "{what}: workspace");
                 } else {
                     assert!(wl >= g.col_len() + g.out_spatial(), "{what}: workspace");
@@ -339,6 +344,97 @@ fn conv_passes_match_the_cpu_backend_for_every_engine() {
                     tol,
                 );
                 assert_close(&format!("{what}: backward bias"), &gp.db, &cp.db, tol);
+            }
+        }
+    }
+}
+
+fn is_depthwise(g: &ConvGeometry) -> bool {
+    g.num_spatial_axes() == 2 && g.group == g.in_channels && g.group == g.out_channels
+}
+
+fn depthwise_cases() -> Vec<(&'static str, ConvGeometry)> {
+    let e = Engine::Default;
+    let dw = |c, shape: &[usize], k: &[usize], s: &[usize], p: &[usize], d: &[usize]| {
+        geom(c, shape, c, k, s, p, d, c, e)
+    };
+    vec![
+        (
+            "3x3 stride 1 pad 1, C=37",
+            dw(37, &[10, 12], &[3, 3], &[1, 1], &[1, 1], &[1, 1]),
+        ),
+        (
+            "3x3 stride 2 pad 1, C=37, odd sizes",
+            dw(37, &[13, 11], &[3, 3], &[2, 2], &[1, 1], &[1, 1]),
+        ),
+        (
+            "5x3 kernel, dilation 2, 13x11",
+            dw(3, &[13, 11], &[5, 3], &[1, 2], &[2, 1], &[2, 2]),
+        ),
+        (
+            "C=1, 3x3 pad 1",
+            dw(1, &[7, 5], &[3, 3], &[1, 1], &[1, 1], &[1, 1]),
+        ),
+        (
+            "stride 3 > kernel 2, pad 0",
+            dw(4, &[11, 9], &[2, 2], &[3, 3], &[0, 0], &[1, 1]),
+        ),
+        (
+            "pad beyond the kernel, 1x1 input",
+            dw(2, &[1, 1], &[3, 3], &[1, 1], &[2, 2], &[1, 1]),
+        ),
+        (
+            "MobileNet-like 3x3 stride 2, 32 channels",
+            dw(32, &[28, 28], &[3, 3], &[2, 2], &[1, 1], &[1, 1]),
+        ),
+    ]
+}
+
+/// The direct depthwise kernels (every engine dispatches to them) against
+/// the CPU backend's depthwise passes: forward with and without bias, data,
+/// filter and filter + bias onto non-zero gradients, bias alone; views at
+/// an offset. Tolerance 1e-5: both sum the same products in other orders
+/// (the GPU's filter gradient in double). The filter gradient is also
+/// bit-identical between runs (a fixed-order block reduction).
+#[test]
+fn depthwise_passes_match_the_cpu_backend() {
+    let Some(be) = cuda_backend() else {
+        return;
+    };
+    let cpu = CpuBackend::new();
+    for (i, (name, g0)) in depthwise_cases().into_iter().enumerate() {
+        for engine in [Engine::Caffe, Engine::Default, Engine::Cudnn] {
+            let g = ConvGeometry {
+                engine,
+                ..g0.clone()
+            };
+            for num in [1, 3] {
+                let what = format!("depthwise {name}, {engine:?}, num {num}");
+                assert_eq!(
+                    be.conv_workspace_len(&g, num),
+                    g.in_spatial().max(g.out_spatial()),
+                    "{what}: workspace"
+                );
+                let seed = 1000 + 100 * i as u32 + num as u32;
+                let gp = run_passes(&be, &g, num, seed);
+                be.sync().unwrap_or_else(|e| panic!("{what}: {e}"));
+                let cp = run_passes(&cpu, &g, num, seed);
+                let tol = 1e-5;
+                let pairs = [
+                    ("forward + bias", &gp.y_bias, &cp.y_bias),
+                    ("forward", &gp.y, &cp.y),
+                    ("backward data", &gp.dx, &cp.dx),
+                    ("backward filter", &gp.dw, &cp.dw),
+                    ("filter of filter+bias", &gp.dw_fb, &cp.dw_fb),
+                    ("bias of filter+bias", &gp.db_fb, &cp.db_fb),
+                    ("backward bias", &gp.db, &cp.db),
+                ];
+                for (pass, got, want) in pairs {
+                    assert_close(&format!("{what}: {pass}"), got, want, tol);
+                }
+                let again = run_passes(&be, &g, num, seed);
+                be.sync().unwrap();
+                assert_eq!(again.dw, gp.dw, "{what}: filter gradient not deterministic");
             }
         }
     }

@@ -41,6 +41,7 @@ use cudarc::cudnn::sys as dsys;
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr};
 
 use super::context::CudaDevice;
+use super::depthwise::Depthwise;
 use super::error::{code_name, driver, guard, CudaError, CudaResult};
 use super::kernels::MAX_AXES;
 use super::math::{elementwise, CudaBackend, KArg};
@@ -834,6 +835,11 @@ impl ConvOps for CudaBackend {
     /// bias gradient (`conv_backward_bias`, generic) still needs a ones
     /// vector of the im2col side's spatial size, so at least that.
     fn conv_workspace_len(&self, g: &ConvGeometry, num: usize) -> usize {
+        if Depthwise::new(g).is_some() {
+            // The direct depthwise passes need none; the bias gradient's
+            // ones vector, as below.
+            return g.in_spatial().max(g.out_spatial());
+        }
         if Self::conv_uses_cudnn(g) {
             if num > 0 {
                 self.with_plan(g, num, "planning", |_, _, _| Ok(()));
@@ -854,6 +860,9 @@ impl ConvOps for CudaBackend {
         y: ViewMut,
         ws: ViewMut,
     ) {
+        if let Some(k) = Depthwise::new(g) {
+            return self.depthwise_forward(&k, num, x, w, bias, y);
+        }
         if !Self::conv_uses_cudnn(g) {
             return generic::conv_forward(self, g, num, x, w, bias, y, ws);
         }
@@ -910,6 +919,9 @@ impl ConvOps for CudaBackend {
         dx: ViewMut,
         ws: ViewMut,
     ) {
+        if let Some(k) = Depthwise::new(g) {
+            return self.depthwise_backward_data(&k, num, dy, w, dx);
+        }
         if !Self::conv_uses_cudnn(g) {
             return generic::conv_backward_data(self, g, num, dy, w, dx, ws);
         }
@@ -954,6 +966,9 @@ impl ConvOps for CudaBackend {
         dw: ViewMut,
         ws: ViewMut,
     ) {
+        if let Some(k) = Depthwise::new(g) {
+            return self.depthwise_backward_filter(&k, num, x, dy, dw);
+        }
         if !Self::conv_uses_cudnn(g) {
             return generic::conv_backward_filter(self, g, num, x, dy, dw, ws);
         }
@@ -998,10 +1013,11 @@ impl ConvOps for CudaBackend {
         mut db: ViewMut,
         mut ws: ViewMut,
     ) {
-        if !Self::conv_uses_cudnn(g) {
+        if Depthwise::new(g).is_some() || !Self::conv_uses_cudnn(g) {
+            // Generic or depthwise: conv_backward_filter dispatches.
             let (c, s) = (g.out_channels, g.out_spatial());
             self.conv_backward_bias(num, c, s, dy, db.rb(), ws.rb());
-            return generic::conv_backward_filter(self, g, num, x, dy, dw, ws);
+            return self.conv_backward_filter(g, num, x, dy, dw, ws);
         }
         if num > 0 && g.out_channels > 0 {
             let (dyp, dbp) = (self.raw(&dy), self.raw_mut(&db));

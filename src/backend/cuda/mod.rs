@@ -24,6 +24,7 @@
 pub mod backend;
 pub mod context;
 pub mod conv;
+mod depthwise;
 pub mod eltwise;
 pub mod error;
 pub mod kernels;

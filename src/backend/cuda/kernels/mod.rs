@@ -112,6 +112,17 @@ pub const POOL: Family = Family {
     ],
 };
 
+pub const DEPTHWISE: Family = Family {
+    name: "depthwise",
+    file: "depthwise.cu",
+    source: include_str!("depthwise.cu"),
+    kernels: &[
+        "rc_dw_conv_fwd",
+        "rc_dw_conv_bwd_data",
+        "rc_dw_conv_bwd_filter",
+    ],
+};
+
 pub const LRN: Family = Family {
     name: "lrn",
     file: "lrn.cu",
@@ -219,7 +230,7 @@ pub const SHAPE: Family = Family {
 
 /// Every family, compiled together when a device is opened.
 pub const FAMILIES: &[Family] = &[
-    MATH, UNARY, CONV, POOL, LRN, SOFTMAX, SOLVER, ELTWISE, NORM, RECURRENT, SHAPE,
+    MATH, UNARY, CONV, DEPTHWISE, POOL, LRN, SOFTMAX, SOLVER, ELTWISE, NORM, RECURRENT, SHAPE,
 ];
 
 /// The kernel names of a `Unary` variant: (forward, backward).
