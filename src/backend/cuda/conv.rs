@@ -17,8 +17,10 @@
 //!   descriptor (`cudnnSetConvolutionGroupCount`), cross-correlation (Caffe's
 //!   convolution), FP32 with FMA math only (no TF32: Caffe's numerics). A
 //!   plan per (geometry, batch) holds the descriptors and the three
-//!   algorithms, chosen by cuDNN's heuristics (`cudnnGet*Algorithm_v7`, the
-//!   fastest that fits `WORKSPACE_LIMIT`), built when a layer asks for
+//!   algorithms, chosen by timing them (`cudnnFind*Algorithm`, as PyTorch's
+//!   `cudnn.benchmark`; `RCAFFE_CUDNN_SEARCH=heuristic` asks cuDNN's
+//!   heuristics instead, `cudnnGet*Algorithm_v7`, as Caffe does): the
+//!   fastest that fits `WORKSPACE_LIMIT`. The plan is built when a layer asks for
 //!   `conv_workspace_len` in reshape or at first use. One cuDNN workspace
 //!   per device is shared by all plans (grown, never shrunk); if growing it
 //!   fails, the plan falls back to algorithms that fit the workspace there
@@ -70,13 +72,13 @@ const ND_WORDS: usize = 4 + 6 * MAX_AXES;
 /// bit-identical gradients. Otherwise the fastest algorithm that fits is
 /// used, which may sum in a run-dependent order (as Caffe with cuDNN does).
 pub(crate) struct ConvState {
-    deterministic: bool,
+    search: Search,
     inner: Mutex<Inner>,
 }
 
 impl std::fmt::Debug for ConvState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ConvState(deterministic: {})", self.deterministic)
+        write!(f, "ConvState({:?})", self.search)
     }
 }
 
@@ -140,7 +142,7 @@ impl ConvState {
             return Err(cudnn_err("setting the cuDNN stream", e));
         }
         Ok(ConvState {
-            deterministic: std::env::var("RCAFFE_CUDNN_DETERMINISTIC").as_deref() == Ok("1"),
+            search: Search::from_env(),
             inner: Mutex::new(Inner {
                 stream: dev.stream.clone(),
                 handle,
@@ -359,17 +361,44 @@ fn bwd_filter_algo(v: u32) -> Option<dsys::cudnnConvolutionBwdFilterAlgo_t> {
 /// Room for every algorithm cuDNN 9 lists (8 forward, 6 and 7 backward).
 const MAX_PERF: usize = 16;
 
+/// How a plan's algorithms are chosen.
+///
+/// - `find` (the default): cuDNN runs every algorithm once on scratch
+///   buffers it allocates (`cudnnFind*Algorithm`) and lists them fastest
+///   first, as PyTorch's `cudnn.benchmark`: a one-off cost per (geometry,
+///   batch) for the fastest algorithm rather than the heuristics' guess
+///   (BENCHMARKS.md has both). `RCAFFE_CUDNN_SEARCH=heuristic` uses cuDNN's heuristics
+///   (`cudnnGet*Algorithm_v7`, Caffe's way: no trial runs, no extra memory).
+/// - `deterministic` (`RCAFFE_CUDNN_DETERMINISTIC=1`): only algorithms cuDNN
+///   reports as deterministic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Search {
+    pub(crate) find: bool,
+    pub(crate) deterministic: bool,
+}
+
+impl Search {
+    /// Read once per backend from the environment.
+    fn from_env() -> Self {
+        Search {
+            find: std::env::var("RCAFFE_CUDNN_SEARCH").as_deref() != Ok("heuristic"),
+            deterministic: std::env::var("RCAFFE_CUDNN_DETERMINISTIC").as_deref() == Ok("1"),
+        }
+    }
+}
+
 /// Descriptors for `g` over `num` images and the algorithms for a
-/// workspace of at most `limit` bytes (heuristics; if none fits, the
+/// workspace of at most `limit` bytes (`search`; if none fits, the
 /// deterministic small-workspace algorithms IMPLICIT_GEMM / ALGO_1, like
 /// Caffe's fallback; the caller checks what they need).
 fn build_plan(
     handle: dsys::cudnnHandle_t,
     g: &ConvGeometry,
     num: usize,
-    deterministic: bool,
+    search: Search,
     limit: usize,
 ) -> Result<Plan, CudaError> {
+    let deterministic = search.deterministic;
     let what = |s: &str| format!("planning the cuDNN convolution {g:?} ×{num}: {s}");
     let x = TensorDesc::new([num, g.in_channels, g.in_shape[0], g.in_shape[1]])?;
     let y = TensorDesc::new([num, g.out_channels, g.out_shape[0], g.out_shape[1]])?;
@@ -449,16 +478,30 @@ fn build_plan(
     // the perf structs' layout (checked above) and cuDNN writes at most
     // the requested count, reported in `n`.
     unsafe {
-        dsys::cudnnGetConvolutionForwardAlgorithm_v7(
-            handle,
-            x.0,
-            w.0,
-            conv.0,
-            y.0,
-            MAX_PERF as i32,
-            &mut n,
-            perf.as_mut_ptr() as *mut dsys::cudnnConvolutionFwdAlgoPerf_t,
-        )
+        let out = perf.as_mut_ptr() as *mut dsys::cudnnConvolutionFwdAlgoPerf_t;
+        if search.find {
+            dsys::cudnnFindConvolutionForwardAlgorithm(
+                handle,
+                x.0,
+                w.0,
+                conv.0,
+                y.0,
+                MAX_PERF as i32,
+                &mut n,
+                out,
+            )
+        } else {
+            dsys::cudnnGetConvolutionForwardAlgorithm_v7(
+                handle,
+                x.0,
+                w.0,
+                conv.0,
+                y.0,
+                MAX_PERF as i32,
+                &mut n,
+                out,
+            )
+        }
         .result()
     }
     .map_err(|e| cudnn_err(&what("forward algorithm"), e))?;
@@ -475,16 +518,30 @@ fn build_plan(
     let mut n = 0i32;
     // SAFETY: as for the forward heuristics.
     unsafe {
-        dsys::cudnnGetConvolutionBackwardDataAlgorithm_v7(
-            handle,
-            w.0,
-            y.0,
-            conv.0,
-            x.0,
-            MAX_PERF as i32,
-            &mut n,
-            perf.as_mut_ptr() as *mut dsys::cudnnConvolutionBwdDataAlgoPerf_t,
-        )
+        let out = perf.as_mut_ptr() as *mut dsys::cudnnConvolutionBwdDataAlgoPerf_t;
+        if search.find {
+            dsys::cudnnFindConvolutionBackwardDataAlgorithm(
+                handle,
+                w.0,
+                y.0,
+                conv.0,
+                x.0,
+                MAX_PERF as i32,
+                &mut n,
+                out,
+            )
+        } else {
+            dsys::cudnnGetConvolutionBackwardDataAlgorithm_v7(
+                handle,
+                w.0,
+                y.0,
+                conv.0,
+                x.0,
+                MAX_PERF as i32,
+                &mut n,
+                out,
+            )
+        }
         .result()
     }
     .map_err(|e| cudnn_err(&what("backward-data algorithm"), e))?;
@@ -502,16 +559,30 @@ fn build_plan(
     let mut n = 0i32;
     // SAFETY: as for the forward heuristics.
     unsafe {
-        dsys::cudnnGetConvolutionBackwardFilterAlgorithm_v7(
-            handle,
-            x.0,
-            y.0,
-            conv.0,
-            w.0,
-            MAX_PERF as i32,
-            &mut n,
-            perf.as_mut_ptr() as *mut dsys::cudnnConvolutionBwdFilterAlgoPerf_t,
-        )
+        let out = perf.as_mut_ptr() as *mut dsys::cudnnConvolutionBwdFilterAlgoPerf_t;
+        if search.find {
+            dsys::cudnnFindConvolutionBackwardFilterAlgorithm(
+                handle,
+                x.0,
+                y.0,
+                conv.0,
+                w.0,
+                MAX_PERF as i32,
+                &mut n,
+                out,
+            )
+        } else {
+            dsys::cudnnGetConvolutionBackwardFilterAlgorithm_v7(
+                handle,
+                x.0,
+                y.0,
+                conv.0,
+                w.0,
+                MAX_PERF as i32,
+                &mut n,
+                out,
+            )
+        }
         .result()
     }
     .map_err(|e| cudnn_err(&what("backward-filter algorithm"), e))?;
@@ -573,15 +644,15 @@ impl Inner {
 
     /// The plan for `g` over `num` images, built and its workspace
     /// provided if new.
-    fn plan(&mut self, g: &ConvGeometry, num: usize, deterministic: bool) -> CudaResult<&Plan> {
+    fn plan(&mut self, g: &ConvGeometry, num: usize, search: Search) -> CudaResult<&Plan> {
         let key = plan_key(g, num);
         if !self.plans.contains_key(&key) {
-            let mut plan = build_plan(self.handle, g, num, deterministic, WORKSPACE_LIMIT)?;
+            let mut plan = build_plan(self.handle, g, num, search, WORKSPACE_LIMIT)?;
             if !self.grow_workspace(plan.bytes()) {
                 // Out of memory: algorithms that fit what is left (Caffe's
                 // fallback to workspace-free algorithms).
                 let have = self.workspace_len();
-                plan = build_plan(self.handle, g, num, deterministic, have)?;
+                plan = build_plan(self.handle, g, num, search, have)?;
                 if plan.bytes() > have {
                     return Err(CudaError::Cudnn {
                         context: format!("planning the cuDNN convolution {g:?} ×{num}"),
@@ -691,7 +762,7 @@ impl CudaBackend {
             });
             return;
         }
-        if let Err(e) = inner.plan(g, num, st.deterministic) {
+        if let Err(e) = inner.plan(g, num, st.search) {
             self.record_error(e);
             return;
         }
