@@ -118,6 +118,10 @@ const SHAPES: &[(usize, usize, usize)] = &[
     (2, 3, 1000),
     (1, 1, 70_001),
     (2, 700, 9),
+    // Few channels over many values: several blocks per channel (norm.rs
+    // `splits`), inner neither a multiple of the block nor of the split.
+    (8, 6, 3001),
+    (64, 3, 785),
 ];
 
 #[test]
@@ -266,6 +270,7 @@ fn prelu_matches() {
         (2, 1, 3 * 17 * 19), // channel_shared
         (5, 1, 1),           // channel_shared, one value per item
         (1, 1, 70_001),
+        (8, 6, 3001),
     ];
     for (s, &(outer, ch, inner)) in shapes.iter().enumerate() {
         let n = outer * ch * inner;

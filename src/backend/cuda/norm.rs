@@ -1,13 +1,16 @@
 //! `NormOps` on the GPU: the kernels of `kernels/norm.cu`.
 //!
 //! Per-channel reductions (`channel_sum`, `channel_dot`, PReLU's slope
-//! gradient) run one block per channel, accumulate in double and have a
-//! fixed summation order, so they are deterministic and need no scratch;
+//! gradient) run one block per channel, or, when there are too few
+//! channels to fill the GPU (ResNet's 64-channel 112×112 BatchNorm/Scale),
+//! several blocks per channel whose partials a second pass adds in order;
+//! they accumulate in double and the grid depends only on the shape, so
+//! they are deterministic;
 //! broadcasts and PReLU's element-wise passes are grid-stride loops.
 use cudarc::driver::LaunchConfig;
 
 use super::kernels::REDUCE_THREADS;
-use super::math::{elementwise, f, ll, CudaBackend};
+use super::math::{elementwise, f, ll, CudaBackend, KArg, REDUCE_BLOCKS};
 use crate::backend::{Binary, NormOps, View, ViewMut};
 
 /// One block of `REDUCE_THREADS` per channel (the kernels end in
@@ -28,6 +31,71 @@ fn per_channel(channels: usize) -> Option<LaunchConfig> {
         block_dim: (REDUCE_THREADS, 1, 1),
         shared_mem_bytes: 0,
     })
+}
+
+/// `rc_channel_partial`'s mode (norm.cu's RC_SUM, RC_DOT, RC_PRELU).
+#[derive(Clone, Copy)]
+enum Reduce {
+    Sum = 0,
+    Dot = 1,
+    Prelu = 2,
+}
+
+/// Blocks per channel for a per-channel reduction over `m` values each:
+/// enough blocks in all to fill the GPU, within the scratch's
+/// `REDUCE_BLOCKS` partials, each block summing at least 16 values per
+/// thread; 1 (the one-block-per-channel kernels) when the channels alone
+/// are enough.
+fn splits(channels: usize, m: usize) -> usize {
+    let room = REDUCE_BLOCKS as usize / channels.max(1);
+    let work = m.div_ceil(16 * REDUCE_THREADS as usize);
+    room.min(work).max(1)
+}
+
+impl CudaBackend {
+    /// A per-channel reduction split over `k` > 1 blocks per channel (see
+    /// `splits`): partials into the reduction scratch, then one pass that
+    /// adds them in order and stores as the one-block kernels do.
+    #[allow(clippy::too_many_arguments)]
+    fn channel_reduce_split(
+        &self,
+        mode: Reduce,
+        k: usize,
+        (outer, channels, inner): (usize, usize, usize),
+        a: KArg,
+        b: KArg,
+        (alpha, beta): (f32, f32),
+        out: KArg,
+    ) {
+        self.with_partials(|part| {
+            let cfg = LaunchConfig {
+                grid_dim: (k as u32, channels as u32, 1),
+                block_dim: (REDUCE_THREADS, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            let args = [
+                ll(outer),
+                ll(channels),
+                ll(inner),
+                KArg::I32(mode as i32),
+                KArg::I32(k as i32),
+                a,
+                b,
+                KArg::Ptr(part),
+            ];
+            self.launch("rc_channel_partial", cfg, &args);
+            let args = [
+                ll(channels),
+                KArg::I32(mode as i32),
+                KArg::I32(k as i32),
+                f(alpha),
+                f(beta),
+                KArg::Ptr(part),
+                out,
+            ];
+            self.launch("rc_channel_finish", elementwise(channels), &args);
+        });
+    }
 }
 
 fn bcast_kernel(op: Binary) -> &'static str {
@@ -54,6 +122,12 @@ impl NormOps for CudaBackend {
         let Some(cfg) = per_channel(channels) else {
             return;
         };
+        let k = splits(channels, outer * inner);
+        if k > 1 {
+            let (x, out) = (self.ptr(&x), self.ptr_mut(&out));
+            let dims = (outer, channels, inner);
+            return self.channel_reduce_split(Reduce::Sum, k, dims, x, x, (alpha, beta), out);
+        }
         // Zero values (outer or inner 0) still write alpha·0 + beta·out, as
         // on the CPU; the kernel never reads x then.
         let args = [
@@ -82,6 +156,12 @@ impl NormOps for CudaBackend {
         let Some(cfg) = per_channel(channels) else {
             return;
         };
+        let k = splits(channels, outer * inner);
+        if k > 1 {
+            let (a, b, out) = (self.ptr(&a), self.ptr(&b), self.ptr_mut(&out));
+            let dims = (outer, channels, inner);
+            return self.channel_reduce_split(Reduce::Dot, k, dims, a, b, (alpha, beta), out);
+        }
         let args = [
             ll(outer),
             ll(channels),
@@ -211,6 +291,12 @@ impl NormOps for CudaBackend {
         let Some(cfg) = per_channel(channels) else {
             return;
         };
+        let k = splits(channels, outer * inner);
+        if k > 1 {
+            let (x, dy, out) = (self.ptr(&x), self.ptr(&dy), self.ptr_mut(&slope_diff));
+            let dims = (outer, channels, inner);
+            return self.channel_reduce_split(Reduce::Prelu, k, dims, x, dy, (1.0, 1.0), out);
+        }
         let args = [
             ll(outer),
             ll(channels),

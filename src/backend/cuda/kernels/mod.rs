@@ -181,6 +181,8 @@ pub const NORM: Family = Family {
     kernels: &[
         "rc_channel_sum_nci",
         "rc_channel_dot_nci",
+        "rc_channel_partial",
+        "rc_channel_finish",
         "rc_bcast_add",
         "rc_bcast_sub",
         "rc_bcast_mul",

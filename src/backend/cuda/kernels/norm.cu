@@ -37,15 +37,14 @@ __device__ __forceinline__ double rc_term(const float* a, const float* b, long l
 // values are loaded before they are added, so each thread keeps several
 // loads in flight (a channel is one block).
 template <int MODE>
-__device__ double rc_channel_reduce(long long outer, long long channels, long long inner,
-                                    const float* a, const float* b) {
-  const long long c = blockIdx.x;
-  const long long m = outer * inner;
+__device__ double rc_channel_reduce_range(long long c, long long channels, long long inner,
+                                          long long j0, long long m, const float* a,
+                                          const float* b) {
   const long long T = blockDim.x;
   double s = 0.0;
-  if (m > 0) {
+  if (j0 < m) {
     const long long dq = T / inner, dr = T % inner;
-    long long j = threadIdx.x;
+    long long j = j0 + threadIdx.x;
     long long o = j / inner, i = j % inner;
     while (j < m) {
       double t[4];
@@ -68,6 +67,12 @@ __device__ double rc_channel_reduce(long long outer, long long channels, long lo
     }
   }
   return rc_block_sum(s);
+}
+
+template <int MODE>
+__device__ double rc_channel_reduce(long long outer, long long channels, long long inner,
+                                    const float* a, const float* b) {
+  return rc_channel_reduce_range<MODE>(blockIdx.x, channels, inner, 0, outer * inner, a, b);
 }
 
 // out[c] = alpha · t + beta · out[c] in double, rounded once (the CPU
@@ -103,6 +108,47 @@ extern "C" __global__ void rc_prelu_bwd_slope(long long outer, long long channel
                                               float* slope_diff) {
   const double t = rc_channel_reduce<RC_PRELU>(outer, channels, inner, x, dy);
   if (threadIdx.x == 0) slope_diff[blockIdx.x] += (float)t;
+}
+
+// Channels too few to fill the GPU with one block each: block (k, c) sums
+// the k-th of `splits` equal runs (whole multiples of the block) of channel
+// c's outer·inner values into part[c·splits + k]; rc_channel_finish adds
+// each channel's partials in k order. The grid depends only on the shape,
+// so the sums are as deterministic as the one-block kernels'.
+extern "C" __global__ void rc_channel_partial(long long outer, long long channels,
+                                              long long inner, int mode, int splits,
+                                              const float* a, const float* b, double* part) {
+  const long long c = blockIdx.y, m = outer * inner, T = blockDim.x;
+  const long long chunk = ((m + splits - 1) / splits + T - 1) / T * T;
+  const long long j0 = blockIdx.x * chunk, j1 = j0 + chunk < m ? j0 + chunk : m;
+  double t;
+  if (mode == RC_SUM) {
+    t = rc_channel_reduce_range<RC_SUM>(c, channels, inner, j0, j1, a, b);
+  } else if (mode == RC_DOT) {
+    t = rc_channel_reduce_range<RC_DOT>(c, channels, inner, j0, j1, a, b);
+  } else {
+    t = rc_channel_reduce_range<RC_PRELU>(c, channels, inner, j0, j1, a, b);
+  }
+  if (threadIdx.x == 0) part[c * splits + blockIdx.x] = t;
+}
+
+// One thread per channel: t = Σ_k part[c·splits + k]; then RC_SUM/RC_DOT
+// store alpha · t + beta · out[c] as rc_channel_store does, RC_PRELU adds
+// (float)t to out[c] as rc_prelu_bwd_slope does.
+extern "C" __global__ void rc_channel_finish(long long channels, int mode, int splits,
+                                             float alpha, float beta, const double* part,
+                                             float* out) {
+  RC_LOOP(c, channels) {
+    double t = 0.0;
+    for (int k = 0; k < splits; ++k) t += part[c * splits + k];
+    if (mode == RC_PRELU) {
+      out[c] += (float)t;
+    } else {
+      const double v = __dmul_rn((double)alpha, t);
+      out[c] = beta == 0.0f ? (float)v
+                            : (float)__dadd_rn(v, __dmul_rn((double)beta, (double)out[c]));
+    }
+  }
 }
 
 // y = x ∘ v[c] (channel_broadcast; in place with y == x). One rounding per
