@@ -67,6 +67,8 @@ fn copy_blocks_gather_scatter_and_crop_match_exactly() {
         (3, 5, 7, 11, 2, 1),
         (17, 129, 129, 300, 0, 3),
         (40, 33, 99, 33, 5, 0),
+        // More blocks than one launch row holds (the grid's y strides).
+        (70_000, 3, 4, 5, 1, 2),
     ] {
         let x = test_data(blocks * xs + len + xo, 1);
         let y0 = test_data(blocks * ys + len + yo, 2);

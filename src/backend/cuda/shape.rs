@@ -14,10 +14,10 @@
 //! (or the free of an outgrown scratch, stream-ordered too) waits for it.
 use std::sync::{Mutex, MutexGuard};
 
-use cudarc::driver::{CudaSlice, DevicePtr};
+use cudarc::driver::{CudaSlice, DevicePtr, LaunchConfig};
 
 use super::kernels::REDUCE_THREADS;
-use super::math::{elementwise, f, ll, CudaBackend, KArg, MAX_BLOCKS};
+use super::math::{elementwise, f, ll, CudaBackend, KArg, MAX_BLOCKS, THREADS};
 use super::memory::CdPtr;
 use crate::backend::shape::{ArgMaxOut, Reduce, ShapeOps};
 use crate::backend::{View, ViewMut};
@@ -205,7 +205,16 @@ impl ShapeOps for CudaBackend {
             ll(y_stride),
             KArg::I32(accumulate as i32),
         ];
-        self.launch("rc_copy_blocks", elementwise(n), &args);
+        // x over a block's values, y over the blocks (at most 65535 of
+        // them per launch row; the kernel strides over the rest).
+        let per = len.div_ceil(THREADS as usize).clamp(1, MAX_BLOCKS as usize) as u32;
+        let rows = blocks.min(65_535) as u32;
+        let cfg = LaunchConfig {
+            grid_dim: (per, rows, 1),
+            block_dim: (THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        self.launch("rc_copy_blocks", cfg, &args);
     }
 
     fn gather_rows(&self, idx: &[usize], row: usize, src: View, dst: ViewMut) {

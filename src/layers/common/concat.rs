@@ -111,13 +111,17 @@ impl Layer for Concat {
         let k = self.input_size;
         for (i, (d, off)) in self.extents(io).into_iter().enumerate() {
             let ([x], [y]) = io.split([Slot::B(i)], [Slot::T(0)])?;
-            for n in 0..self.num_concats {
-                cx.be.copy(
-                    d * k,
-                    x.data.at(n * d * k),
-                    y.data.at_mut((n * top_axis + off) * k),
-                );
-            }
+            // One strided copy per bottom (one launch on a GPU, not one
+            // per image).
+            cx.be.copy_blocks(
+                self.num_concats,
+                d * k,
+                x.data.view(),
+                d * k,
+                y.data.at_mut(off * k),
+                top_axis * k,
+                false,
+            );
         }
         Ok(())
     }
@@ -129,13 +133,15 @@ impl Layer for Concat {
                 continue;
             }
             let ([y], [x]) = io.split([Slot::T(0)], [Slot::B(i)])?;
-            for n in 0..self.num_concats {
-                cx.be.copy(
-                    d * k,
-                    y.diff.at((n * top_axis + off) * k),
-                    x.diff.at_mut(n * d * k),
-                );
-            }
+            cx.be.copy_blocks(
+                self.num_concats,
+                d * k,
+                y.diff.at(off * k),
+                top_axis * k,
+                x.diff.view_mut(),
+                d * k,
+                false,
+            );
         }
         Ok(())
     }
