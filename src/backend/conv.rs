@@ -115,6 +115,81 @@ impl ConvGeometry {
     }
 }
 
+/// A depthwise 2-D convolution (`group` = input = output channels, one
+/// filter per channel) as plain numbers. Both backends run such layers on
+/// direct kernels instead of their general paths, and this one rule says
+/// which layers those are.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DepthwiseGeometry {
+    pub c: usize,
+    pub ih: usize,
+    pub iw: usize,
+    pub oh: usize,
+    pub ow: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub sh: usize,
+    pub sw: usize,
+    pub ph: usize,
+    pub pw: usize,
+    pub dh: usize,
+    pub dw: usize,
+}
+
+impl DepthwiseGeometry {
+    /// `g`'s depthwise geometry, if it is one: 2-D, any stride, pad and
+    /// dilation, and the output size Caffe's rule gives (the direct
+    /// kernels' bounds rely on it).
+    pub fn new(g: &ConvGeometry) -> Option<DepthwiseGeometry> {
+        let ok = g.num_spatial_axes() == 2
+            && g.group > 0
+            && g.group == g.in_channels
+            && g.group == g.out_channels
+            && g.in_shape.len() == 2
+            && g.out_shape.len() == 2
+            && [&g.stride, &g.pad, &g.dilation]
+                .iter()
+                .all(|v| v.len() == 2)
+            && g.kernel
+                .iter()
+                .chain(&g.stride)
+                .chain(&g.dilation)
+                .all(|&v| v > 0)
+            && g.in_shape.iter().chain(&g.out_shape).all(|&v| v > 0);
+        if !ok {
+            return None;
+        }
+        let k = DepthwiseGeometry {
+            c: g.in_channels,
+            ih: g.in_shape[0],
+            iw: g.in_shape[1],
+            oh: g.out_shape[0],
+            ow: g.out_shape[1],
+            kh: g.kernel[0],
+            kw: g.kernel[1],
+            sh: g.stride[0],
+            sw: g.stride[1],
+            ph: g.pad[0],
+            pw: g.pad[1],
+            dh: g.dilation[0],
+            dw: g.dilation[1],
+        };
+        let fits = ConvGeometry::output_size(k.ih, k.kh, k.sh, k.ph, k.dh) == Some(k.oh)
+            && ConvGeometry::output_size(k.iw, k.kw, k.sw, k.pw, k.dw) == Some(k.ow);
+        fits.then_some(k)
+    }
+
+    pub fn taps(&self) -> usize {
+        self.kh * self.kw
+    }
+    pub fn in_plane(&self) -> usize {
+        self.ih * self.iw
+    }
+    pub fn out_plane(&self) -> usize {
+        self.oh * self.ow
+    }
+}
+
 /// `v` advanced by `k` elements.
 #[inline]
 pub(crate) fn at(v: View<'_>, k: usize) -> View<'_> {

@@ -20,82 +20,31 @@ use rayon::prelude::*;
 
 use super::conv::valid_range;
 use super::PAR_MIN;
+use crate::backend::conv::DepthwiseGeometry;
 use crate::backend::{ConvGeometry, View, ViewMut};
 
-/// A depthwise 2-D geometry as plain numbers.
+/// A depthwise geometry (the shared rule, `DepthwiseGeometry`) and the
+/// loops' instruction set; its numbers read through `Deref`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) struct Depthwise {
-    c: usize,
-    ih: usize,
-    iw: usize,
-    oh: usize,
-    ow: usize,
-    kh: usize,
-    kw: usize,
-    sh: usize,
-    sw: usize,
-    ph: usize,
-    pw: usize,
-    dh: usize,
-    dw: usize,
+    g: DepthwiseGeometry,
     /// Use the AVX2+FMA instantiation of the loops (the CPU has them).
     fma: bool,
 }
 
+impl std::ops::Deref for Depthwise {
+    type Target = DepthwiseGeometry;
+    fn deref(&self) -> &DepthwiseGeometry {
+        &self.g
+    }
+}
+
 impl Depthwise {
-    /// The depthwise kernel's geometry, if `g` is one it handles: 2-D with
-    /// one filter per channel (channel multiplier 1).
+    /// The depthwise kernel's geometry, if `g` is one it handles.
     pub(super) fn new(g: &ConvGeometry) -> Option<Depthwise> {
-        let ok = g.num_spatial_axes() == 2
-            && g.group > 0
-            && g.group == g.in_channels
-            && g.group == g.out_channels
-            && g.in_shape.len() == 2
-            && g.out_shape.len() == 2
-            && [&g.stride, &g.pad, &g.dilation]
-                .iter()
-                .all(|v| v.len() == 2)
-            && g.kernel
-                .iter()
-                .chain(&g.stride)
-                .chain(&g.dilation)
-                .all(|&v| v > 0)
-            && g.in_shape.iter().chain(&g.out_shape).all(|&v| v > 0);
-        if !ok {
-            return None;
-        }
-        let k = Depthwise {
-            c: g.in_channels,
-            ih: g.in_shape[0],
-            iw: g.in_shape[1],
-            oh: g.out_shape[0],
-            ow: g.out_shape[1],
-            kh: g.kernel[0],
-            kw: g.kernel[1],
-            sh: g.stride[0],
-            sw: g.stride[1],
-            ph: g.pad[0],
-            pw: g.pad[1],
-            dh: g.dilation[0],
-            dw: g.dilation[1],
-            fma: has_fma(),
-        };
-        // The output must be what Caffe's rule gives (every tap read below
-        // stays inside the padded plane only then).
-        let fits = ConvGeometry::output_size(k.ih, k.kh, k.sh, k.ph, k.dh) == Some(k.oh)
-            && ConvGeometry::output_size(k.iw, k.kw, k.sw, k.pw, k.dw) == Some(k.ow);
-        fits.then_some(k)
+        DepthwiseGeometry::new(g).map(|g| Depthwise { g, fma: has_fma() })
     }
 
-    fn taps(&self) -> usize {
-        self.kh * self.kw
-    }
-    fn in_plane(&self) -> usize {
-        self.ih * self.iw
-    }
-    fn out_plane(&self) -> usize {
-        self.oh * self.ow
-    }
     /// Padded extent the taps reach along the rows / columns.
     fn reach(&self) -> (usize, usize) {
         (

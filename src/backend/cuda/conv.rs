@@ -361,6 +361,18 @@ fn bwd_filter_algo(v: u32) -> Option<dsys::cudnnConvolutionBwdFilterAlgo_t> {
 /// Room for every algorithm cuDNN 9 lists (8 forward, 6 and 7 backward).
 const MAX_PERF: usize = 16;
 
+/// `cudnnFind*Algorithm` (timed) or `cudnnGet*Algorithm_v7` (heuristics),
+/// which take the same arguments, as `search` says.
+macro_rules! list_algos {
+    ($search:expr, $find:path, $heuristic:path, $($arg:expr),*) => {
+        if $search.find {
+            $find($($arg),*)
+        } else {
+            $heuristic($($arg),*)
+        }
+    };
+}
+
 /// How a plan's algorithms are chosen.
 ///
 /// - `find` (the default): cuDNN runs every algorithm once on scratch
@@ -479,29 +491,19 @@ fn build_plan(
     // the requested count, reported in `n`.
     unsafe {
         let out = perf.as_mut_ptr() as *mut dsys::cudnnConvolutionFwdAlgoPerf_t;
-        if search.find {
-            dsys::cudnnFindConvolutionForwardAlgorithm(
-                handle,
-                x.0,
-                w.0,
-                conv.0,
-                y.0,
-                MAX_PERF as i32,
-                &mut n,
-                out,
-            )
-        } else {
-            dsys::cudnnGetConvolutionForwardAlgorithm_v7(
-                handle,
-                x.0,
-                w.0,
-                conv.0,
-                y.0,
-                MAX_PERF as i32,
-                &mut n,
-                out,
-            )
-        }
+        list_algos!(
+            search,
+            dsys::cudnnFindConvolutionForwardAlgorithm,
+            dsys::cudnnGetConvolutionForwardAlgorithm_v7,
+            handle,
+            x.0,
+            w.0,
+            conv.0,
+            y.0,
+            MAX_PERF as i32,
+            &mut n,
+            out
+        )
         .result()
     }
     .map_err(|e| cudnn_err(&what("forward algorithm"), e))?;
@@ -519,29 +521,19 @@ fn build_plan(
     // SAFETY: as for the forward heuristics.
     unsafe {
         let out = perf.as_mut_ptr() as *mut dsys::cudnnConvolutionBwdDataAlgoPerf_t;
-        if search.find {
-            dsys::cudnnFindConvolutionBackwardDataAlgorithm(
-                handle,
-                w.0,
-                y.0,
-                conv.0,
-                x.0,
-                MAX_PERF as i32,
-                &mut n,
-                out,
-            )
-        } else {
-            dsys::cudnnGetConvolutionBackwardDataAlgorithm_v7(
-                handle,
-                w.0,
-                y.0,
-                conv.0,
-                x.0,
-                MAX_PERF as i32,
-                &mut n,
-                out,
-            )
-        }
+        list_algos!(
+            search,
+            dsys::cudnnFindConvolutionBackwardDataAlgorithm,
+            dsys::cudnnGetConvolutionBackwardDataAlgorithm_v7,
+            handle,
+            w.0,
+            y.0,
+            conv.0,
+            x.0,
+            MAX_PERF as i32,
+            &mut n,
+            out
+        )
         .result()
     }
     .map_err(|e| cudnn_err(&what("backward-data algorithm"), e))?;
@@ -560,29 +552,19 @@ fn build_plan(
     // SAFETY: as for the forward heuristics.
     unsafe {
         let out = perf.as_mut_ptr() as *mut dsys::cudnnConvolutionBwdFilterAlgoPerf_t;
-        if search.find {
-            dsys::cudnnFindConvolutionBackwardFilterAlgorithm(
-                handle,
-                x.0,
-                y.0,
-                conv.0,
-                w.0,
-                MAX_PERF as i32,
-                &mut n,
-                out,
-            )
-        } else {
-            dsys::cudnnGetConvolutionBackwardFilterAlgorithm_v7(
-                handle,
-                x.0,
-                y.0,
-                conv.0,
-                w.0,
-                MAX_PERF as i32,
-                &mut n,
-                out,
-            )
-        }
+        list_algos!(
+            search,
+            dsys::cudnnFindConvolutionBackwardFilterAlgorithm,
+            dsys::cudnnGetConvolutionBackwardFilterAlgorithm_v7,
+            handle,
+            x.0,
+            y.0,
+            conv.0,
+            w.0,
+            MAX_PERF as i32,
+            &mut n,
+            out
+        )
         .result()
     }
     .map_err(|e| cudnn_err(&what("backward-filter algorithm"), e))?;

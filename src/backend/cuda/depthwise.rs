@@ -18,77 +18,20 @@ use cudarc::driver::LaunchConfig;
 use super::kernels::REDUCE_THREADS;
 use super::math::{elementwise, CudaBackend, KArg};
 use super::pool::{at, chunks, i32k};
-use crate::backend::{ConvGeometry, View, ViewMut};
+use crate::backend::conv::DepthwiseGeometry;
+use crate::backend::{View, ViewMut};
 
-/// A depthwise 2-D geometry: the CPU backend's rule (`cpu/depthwise.rs`),
-/// so both backends take the direct path for the same layers.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct Depthwise {
-    c: usize,
-    ih: usize,
-    iw: usize,
-    oh: usize,
-    ow: usize,
-    kh: usize,
-    kw: usize,
-    sh: usize,
-    sw: usize,
-    ph: usize,
-    pw: usize,
-    dh: usize,
-    dw: usize,
+/// The depthwise layers both backends send to direct kernels (the shared
+/// rule in `backend::conv`).
+pub(crate) type Depthwise = DepthwiseGeometry;
+
+/// Launch shapes of the depthwise kernels.
+trait Launch {
+    fn images(&self, num: usize) -> impl Iterator<Item = (usize, usize)>;
+    fn geometry(&self) -> [KArg; 13];
 }
 
-impl Depthwise {
-    /// `g`'s depthwise geometry, if it is one: 2-D with one filter per
-    /// channel (channel multiplier 1), any stride, pad and dilation, and
-    /// the output size Caffe's rule gives (the kernels' bounds rely on it).
-    pub(crate) fn new(g: &ConvGeometry) -> Option<Depthwise> {
-        let ok = g.num_spatial_axes() == 2
-            && g.group > 0
-            && g.group == g.in_channels
-            && g.group == g.out_channels
-            && g.in_shape.len() == 2
-            && g.out_shape.len() == 2
-            && [&g.stride, &g.pad, &g.dilation]
-                .iter()
-                .all(|v| v.len() == 2)
-            && g.kernel
-                .iter()
-                .chain(&g.stride)
-                .chain(&g.dilation)
-                .all(|&v| v > 0)
-            && g.in_shape.iter().chain(&g.out_shape).all(|&v| v > 0);
-        if !ok {
-            return None;
-        }
-        let k = Depthwise {
-            c: g.in_channels,
-            ih: g.in_shape[0],
-            iw: g.in_shape[1],
-            oh: g.out_shape[0],
-            ow: g.out_shape[1],
-            kh: g.kernel[0],
-            kw: g.kernel[1],
-            sh: g.stride[0],
-            sw: g.stride[1],
-            ph: g.pad[0],
-            pw: g.pad[1],
-            dh: g.dilation[0],
-            dw: g.dilation[1],
-        };
-        let fits = ConvGeometry::output_size(k.ih, k.kh, k.sh, k.ph, k.dh) == Some(k.oh)
-            && ConvGeometry::output_size(k.iw, k.kw, k.sw, k.pw, k.dw) == Some(k.ow);
-        fits.then_some(k)
-    }
-
-    fn in_plane(&self) -> usize {
-        self.ih * self.iw
-    }
-    fn out_plane(&self) -> usize {
-        self.oh * self.ow
-    }
-
+impl Launch for Depthwise {
     /// `[first image, images)` per launch: an image's values on either side
     /// (and the taps' offsets, below them) fit the kernels' ints.
     fn images(&self, num: usize) -> impl Iterator<Item = (usize, usize)> {
@@ -182,48 +125,5 @@ impl CudaBackend {
             args.push(KArg::Ptr(dwp));
             self.launch("rc_dw_conv_bwd_filter", cfg, &args);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::backend::Engine;
-
-    fn geom(c: usize, oc: usize, group: usize, shape: &[usize], k: &[usize]) -> ConvGeometry {
-        let n = shape.len();
-        let out_shape = (0..n)
-            .map(|d| ConvGeometry::output_size(shape[d], k[d], 1, 1, 1).unwrap())
-            .collect();
-        ConvGeometry {
-            in_channels: c,
-            in_shape: shape.to_vec(),
-            out_channels: oc,
-            out_shape,
-            kernel: k.to_vec(),
-            stride: vec![1; n],
-            pad: vec![1; n],
-            dilation: vec![1; n],
-            group,
-            engine: Engine::Cudnn,
-        }
-    }
-
-    /// Depthwise 2-D only, whatever the engine; a wrong output size is not
-    /// trusted (the kernels' bounds rely on it).
-    #[test]
-    fn applies_only_to_depthwise_2d() {
-        let g = geom(4, 4, 4, &[6, 6], &[3, 3]);
-        assert!(Depthwise::new(&g).is_some());
-        assert!(Depthwise::new(&geom(1, 1, 1, &[6, 5], &[3, 1])).is_some());
-        assert!(Depthwise::new(&geom(4, 8, 4, &[6, 6], &[3, 3])).is_none());
-        assert!(Depthwise::new(&geom(4, 4, 2, &[6, 6], &[3, 3])).is_none());
-        assert!(Depthwise::new(&geom(4, 4, 4, &[6], &[3])).is_none());
-        assert!(Depthwise::new(&geom(4, 4, 4, &[6, 6, 6], &[3, 3, 3])).is_none());
-        let bad = ConvGeometry {
-            out_shape: vec![7, 6],
-            ..g
-        };
-        assert!(Depthwise::new(&bad).is_none());
     }
 }
