@@ -71,9 +71,17 @@ fn geometries() -> Vec<ConvGeometry> {
         geom(3, &[16, 16], 5, &[3, 3], &[1, 1], &[2, 2], &[2, 2], 1),
         // Direct forward with a row stride; columns for the data gradient.
         geom(3, &[17, 16], 4, &[3, 3], &[2, 1], &[1, 1], &[1, 1], 1),
-        // Output rows not a multiple of 8: im2col into packed panels.
+        // Output rows not a multiple of 8: Direct over rows rounded up to 8
+        // (7 → 8), or im2col into packed panels (stride 2).
         geom(3, &[6, 7], 4, &[3, 3], &[1, 1], &[1, 1], &[1, 1], 1),
         geom(3, &[9, 8], 4, &[5, 5], &[2, 2], &[2, 2], &[1, 1], 1),
+        // ... wide Direct over planes too large to batch: padded (27 → 32,
+        // CaffeNet conv2's width; its data gradient is the same shape),
+        // unpadded (28 → 32: the last run reads the zeroed tail), and
+        // grouped with dilation (23 → 24).
+        geom(3, &[20, 27], 5, &[3, 3], &[1, 1], &[1, 1], &[1, 1], 1),
+        geom(2, &[18, 30], 3, &[3, 3], &[1, 1], &[0, 0], &[1, 1], 1),
+        geom(4, &[19, 23], 6, &[3, 3], &[1, 1], &[2, 2], &[2, 2], 2),
         // LeNet conv1: direct forward, data gradient through columns.
         geom(1, &[28, 28], 20, &[5, 5], &[1, 1], &[0, 0], &[1, 1], 1),
         // 1×1, 1-D, 3-D, no spatial axes.

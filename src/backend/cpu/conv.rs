@@ -561,12 +561,20 @@ fn im2col_packed_t_range(
 }
 
 /// A forward pass without im2col, for 2-D convolutions with unit stride
-/// along the width whose output rows are a multiple of 8 wide: the GEMM
-/// reads the image (zero-padded into a worker buffer when `pad` > 0) in
-/// place through an offset table (`packed::gemm_indirect`).
+/// along the width: the GEMM reads the image (zero-padded into a worker
+/// buffer when `pad` > 0) in place through an offset table
+/// (`packed::gemm_indirect`), in runs of 8 output positions along a row.
+/// Rows that are not a multiple of 8 wide (SqueezeNet's 55, CaffeNet
+/// conv2's 27) are computed `ow8` wide (`Direct::forward`): the extra
+/// columns read past the row into the next one (or a zeroed tail) and are
+/// dropped when the rows are copied out; at most a quarter more work, for
+/// the GEMM's speed instead of im2col's.
 #[derive(Debug, Clone)]
 struct Direct {
     g2: Geo2,
+    /// Output row width the runs of 8 cover: `ow`, or `ow` rounded up to 8
+    /// for a wide plan.
+    ow8: usize,
     /// Padded plane size.
     hp: usize,
     wp: usize,
@@ -578,13 +586,31 @@ struct Direct {
 }
 
 impl Direct {
-    /// The forward's plan, if it applies.
+    /// The plan with rows a multiple of 8 wide, if it applies (the data
+    /// gradient's scatter needs exact rows).
     fn new(g: &ConvGeometry) -> Option<Direct> {
         Direct::taps(g).filter(|d| d.g2.ow.is_multiple_of(8))
+    }
+    /// The forward's plan: `new`, or else a wide one when rounding the rows
+    /// up to 8 adds at most a quarter of the work.
+    fn forward(g: &ConvGeometry) -> Option<Direct> {
+        Direct::new(g).or_else(|| {
+            let ow = Geo2::new(g)?.ow;
+            let ow8 = ow.next_multiple_of(8);
+            if ow == 0 || 4 * ow8 > 5 * ow {
+                return None;
+            }
+            Direct::plan(g, ow8)
+        })
     }
     /// The tap offsets alone (the filter gradient needs no runs of 8):
     /// 2-D, unit stride along the width, not 1×1.
     fn taps(g: &ConvGeometry) -> Option<Direct> {
+        let ow = Geo2::new(g)?.ow;
+        Direct::plan(g, ow)
+    }
+    /// Taps, and runs of 8 over rows `ow8` wide when that is a multiple of 8.
+    fn plan(g: &ConvGeometry, ow8: usize) -> Option<Direct> {
         let g2 = Geo2::new(g)?;
         if g2.sw != 1 || g.is_1x1() {
             return None;
@@ -599,32 +625,52 @@ impl Direct {
                 }
             }
         }
-        let runs = if g2.ow.is_multiple_of(8) {
-            g.out_spatial() / 8
+        let runs = if ow8.is_multiple_of(8) {
+            g2.oh * ow8 / 8
         } else {
             0
         };
         let halves = (0..runs)
-            .map(|t| (8 * t / g2.ow) * g2.sh * wp + 8 * t % g2.ow)
+            .map(|t| (8 * t / ow8) * g2.sh * wp + 8 * t % ow8)
             .collect();
         Some(Direct {
             g2,
+            ow8,
             hp,
             wp,
             off,
             halves,
         })
     }
-    fn padded(&self) -> bool {
-        self.g2.ph > 0 || self.g2.pw > 0
+    /// Whether the runs cover rows wider than the output's.
+    fn wide(&self) -> bool {
+        self.ow8 != self.g2.ow
     }
-    /// Worker scratch: the padded image.
-    fn scratch_len(&self, g: &ConvGeometry) -> usize {
+    /// Whether the GEMM reads a copy of the image: padded, or wide (whose
+    /// last run reads past the image's end, into a zeroed tail).
+    fn padded(&self) -> bool {
+        self.g2.ph > 0 || self.g2.pw > 0 || self.wide()
+    }
+    /// Values past the padded image a wide plan's last run reads.
+    fn tail(&self) -> usize {
+        self.ow8 - self.g2.ow
+    }
+    /// Worker scratch of the image copy (`padded`).
+    fn image_len(&self, g: &ConvGeometry) -> usize {
         if self.padded() {
-            g.in_channels * self.hp * self.wp
+            g.in_channels * self.hp * self.wp + self.tail()
         } else {
             0
         }
+    }
+    /// Worker scratch: the image copy, and a wide plan's output rows.
+    fn scratch_len(&self, g: &ConvGeometry) -> usize {
+        let rows = if self.wide() {
+            (g.out_channels / g.group) * self.g2.oh * self.ow8
+        } else {
+            0
+        };
+        self.image_len(g) + rows
     }
     /// The inverse of `pad_image`: the interior of `padded` into `x`.
     fn crop_image(&self, padded: &[f32], channels: usize, x: &mut [f32]) {
@@ -639,11 +685,14 @@ impl Direct {
         }
     }
 
-    /// Image `x` with its zero border, into `out`.
+    /// Image `x` with its zero border (and a wide plan's zeroed tail),
+    /// into `out`.
     fn pad_image(&self, x: &[f32], channels: usize, out: &mut [f32]) {
         let (ih, iw) = (self.g2.ih, self.g2.iw);
         let (ph, pw) = (self.g2.ph as usize, self.g2.pw as usize);
-        let out = &mut out[..channels * self.hp * self.wp];
+        let len = channels * self.hp * self.wp;
+        out[len..len + self.tail()].fill(0.0);
+        let out = &mut out[..len];
         for (src, dst) in x
             .chunks_exact(ih * iw)
             .zip(out.chunks_exact_mut(self.hp * self.wp))
@@ -683,7 +732,7 @@ fn transposed(g: &ConvGeometry) -> Option<ConvGeometry> {
         group: g.group,
         engine: g.engine,
     };
-    Direct::new(&gt).map(|_| gt)
+    Direct::forward(&gt).map(|_| gt)
 }
 
 /// Pack the weights of `g` as the forward GEMM's A, one group after the
@@ -734,31 +783,45 @@ fn forward_images(
     let d = Dims::new(g);
     let alen = packed::a_len(d.ocg, d.kd);
     let glen = d.col_packed();
-    let direct = Direct::new(g);
+    let direct = Direct::forward(g);
     let chunk = forward_chunk(g);
     per_image(num, od, y, workers, |n, yn, buf| {
         let xn = &x[n * id..(n + 1) * id];
         if let Some(dr) = &direct {
+            let (img, rows) = buf.split_at_mut(dr.image_len(g));
             let src: &[f32] = if dr.padded() {
-                dr.pad_image(xn, g.in_channels, buf);
-                buf
+                dr.pad_image(xn, g.in_channels, img);
+                img
             } else {
                 xn
             };
             let cg = g.in_channels / d.group;
+            let (ow, n8) = (dr.g2.ow, dr.g2.oh * dr.ow8);
             for gi in 0..d.group {
+                let yg = &mut yn[gi * d.ocg * d.p..(gi + 1) * d.ocg * d.p];
+                let (c, ldc) = if dr.wide() {
+                    (&mut rows[..d.ocg * n8], n8)
+                } else {
+                    (&mut *yg, d.p)
+                };
                 packed::gemm_indirect(
                     d.ocg,
-                    d.p,
+                    n8,
                     d.kd,
                     &pw[gi * alen..],
                     &src[gi * cg * dr.hp * dr.wp..],
                     &dr.off,
                     &dr.halves,
-                    &mut yn[gi * d.ocg * d.p..],
-                    d.p,
+                    c,
+                    ldc,
                     false,
                 );
+                if dr.wide() {
+                    // The first ow of every ow8-wide row.
+                    for (dst, src) in yg.chunks_exact_mut(ow).zip(rows.chunks_exact(dr.ow8)) {
+                        copy_short(dst, &src[..ow]);
+                    }
+                }
             }
         } else {
             if g.is_1x1() {
@@ -954,7 +1017,7 @@ impl Plan {
         // forward: packed columns; filter: packed transposed columns plus
         // one group's packed dy; data: dy packed as B plus the columns.
         let rows = if g.is_1x1() { 0 } else { rows_scratch_len(g) };
-        let forward = match Direct::new(g) {
+        let forward = match Direct::forward(g) {
             Some(dr) => dr.scratch_len(g),
             None => d.group * d.col_packed() + rows,
         };
@@ -967,7 +1030,7 @@ impl Plan {
             Some(gt) => {
                 let dt = Dims::new(&gt);
                 weights = weights.max(packed::a_len(dt.ocg, dt.kd));
-                Direct::new(&gt).map_or(0, |dr| dr.scratch_len(&gt))
+                Direct::forward(&gt).map_or(0, |dr| dr.scratch_len(&gt))
             }
             None => match Direct::new(g) {
                 Some(dr) => dr.scratch_len(g) + packed::b_len(d.ocg, d.p),
