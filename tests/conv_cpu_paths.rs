@@ -86,6 +86,8 @@ fn geometries() -> Vec<ConvGeometry> {
         geom(1, &[28, 28], 20, &[5, 5], &[1, 1], &[0, 0], &[1, 1], 1),
         // 1×1, 1-D, 3-D, no spatial axes.
         geom(5, &[4, 6], 7, &[1, 1], &[1, 1], &[0, 0], &[1, 1], 1),
+        // 1×1 with groups and a plane not a multiple of 8 (99 positions).
+        geom(6, &[9, 11], 10, &[1, 1], &[1, 1], &[0, 0], &[1, 1], 2),
         geom(2, &[9], 3, &[3], &[2], &[1], &[2], 1),
         geom(
             2,
