@@ -53,20 +53,41 @@ fn splits(channels: usize, m: usize) -> usize {
 }
 
 impl CudaBackend {
-    /// A per-channel reduction split over `k` > 1 blocks per channel (see
-    /// `splits`): partials into the reduction scratch, then one pass that
-    /// adds them in order and stores as the one-block kernels do.
-    #[allow(clippy::too_many_arguments)]
-    fn channel_reduce_split(
+    /// The per-channel reductions: `out[c] = alpha·Σ + beta·out[c]` (Sum of
+    /// `a`, Dot of `a·b`) or `out[c] += Σ` (Prelu, `a` = x, `b` = dy). One
+    /// block per channel, or `splits` blocks per channel when the channels
+    /// alone cannot fill the GPU: partials into the reduction scratch, then
+    /// one pass that adds them in order and stores as the one-block kernels
+    /// do.
+    fn channel_reduce(
         &self,
         mode: Reduce,
-        k: usize,
         (outer, channels, inner): (usize, usize, usize),
-        a: KArg,
-        b: KArg,
+        (a, b): (KArg, KArg),
         (alpha, beta): (f32, f32),
         out: KArg,
     ) {
+        let Some(cfg) = per_channel(channels) else {
+            return;
+        };
+        let k = splits(channels, outer * inner);
+        if k == 1 {
+            let [o, c, i] = [ll(outer), ll(channels), ll(inner)];
+            return match mode {
+                Reduce::Sum => {
+                    let args = [o, c, i, f(alpha), a, f(beta), out];
+                    self.launch("rc_channel_sum_nci", cfg, &args)
+                }
+                Reduce::Dot => {
+                    let args = [o, c, i, f(alpha), a, b, f(beta), out];
+                    self.launch("rc_channel_dot_nci", cfg, &args)
+                }
+                Reduce::Prelu => {
+                    let args = [o, c, i, a, b, out];
+                    self.launch("rc_prelu_bwd_slope", cfg, &args)
+                }
+            };
+        }
         self.with_partials(|part| {
             let cfg = LaunchConfig {
                 grid_dim: (k as u32, channels as u32, 1),
@@ -119,27 +140,11 @@ impl NormOps for CudaBackend {
         beta: f32,
         out: ViewMut,
     ) {
-        let Some(cfg) = per_channel(channels) else {
-            return;
-        };
-        let k = splits(channels, outer * inner);
-        if k > 1 {
-            let (x, out) = (self.ptr(&x), self.ptr_mut(&out));
-            let dims = (outer, channels, inner);
-            return self.channel_reduce_split(Reduce::Sum, k, dims, x, x, (alpha, beta), out);
-        }
         // Zero values (outer or inner 0) still write alpha·0 + beta·out, as
         // on the CPU; the kernel never reads x then.
-        let args = [
-            ll(outer),
-            ll(channels),
-            ll(inner),
-            f(alpha),
-            self.ptr(&x),
-            f(beta),
-            self.ptr_mut(&out),
-        ];
-        self.launch("rc_channel_sum_nci", cfg, &args);
+        let x = self.ptr(&x);
+        let dims = (outer, channels, inner);
+        self.channel_reduce(Reduce::Sum, dims, (x, x), (alpha, beta), self.ptr_mut(&out));
     }
 
     fn channel_dot(
@@ -153,26 +158,9 @@ impl NormOps for CudaBackend {
         beta: f32,
         out: ViewMut,
     ) {
-        let Some(cfg) = per_channel(channels) else {
-            return;
-        };
-        let k = splits(channels, outer * inner);
-        if k > 1 {
-            let (a, b, out) = (self.ptr(&a), self.ptr(&b), self.ptr_mut(&out));
-            let dims = (outer, channels, inner);
-            return self.channel_reduce_split(Reduce::Dot, k, dims, a, b, (alpha, beta), out);
-        }
-        let args = [
-            ll(outer),
-            ll(channels),
-            ll(inner),
-            f(alpha),
-            self.ptr(&a),
-            self.ptr(&b),
-            f(beta),
-            self.ptr_mut(&out),
-        ];
-        self.launch("rc_channel_dot_nci", cfg, &args);
+        let (a, b) = (self.ptr(&a), self.ptr(&b));
+        let dims = (outer, channels, inner);
+        self.channel_reduce(Reduce::Dot, dims, (a, b), (alpha, beta), self.ptr_mut(&out));
     }
 
     fn channel_broadcast(
@@ -288,24 +276,10 @@ impl NormOps for CudaBackend {
         if outer * inner == 0 {
             return;
         }
-        let Some(cfg) = per_channel(channels) else {
-            return;
-        };
-        let k = splits(channels, outer * inner);
-        if k > 1 {
-            let (x, dy, out) = (self.ptr(&x), self.ptr(&dy), self.ptr_mut(&slope_diff));
-            let dims = (outer, channels, inner);
-            return self.channel_reduce_split(Reduce::Prelu, k, dims, x, dy, (1.0, 1.0), out);
-        }
-        let args = [
-            ll(outer),
-            ll(channels),
-            ll(inner),
-            self.ptr(&x),
-            self.ptr(&dy),
-            self.ptr_mut(&slope_diff),
-        ];
-        self.launch("rc_prelu_bwd_slope", cfg, &args);
+        let (x, dy) = (self.ptr(&x), self.ptr(&dy));
+        let dims = (outer, channels, inner);
+        let out = self.ptr_mut(&slope_diff);
+        self.channel_reduce(Reduce::Prelu, dims, (x, dy), (1.0, 1.0), out);
     }
 
     fn prelu_backward_data(
