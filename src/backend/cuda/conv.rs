@@ -12,7 +12,8 @@
 //!   im2col + cuBLAS GEMM per image and group (the trait's `generic`
 //!   passes). cuDNN serves 2 spatial axes only, as Caffe's
 //!   `CuDNNConvolutionLayer`; any other convolution runs the generic passes
-//!   whatever its engine.
+//!   whatever its engine. Depthwise convolutions (`DepthwiseGeometry`) run
+//!   the direct kernels of `depthwise.rs` on every engine.
 //! - cuDNN runs one call per pass over the whole batch, the groups in one
 //!   descriptor (`cudnnSetConvolutionGroupCount`), cross-correlation (Caffe's
 //!   convolution), FP32 with FMA math only (no TF32: Caffe's numerics). A

@@ -17,7 +17,7 @@
 //!   families' state) and its `Math` (cuBLAS + kernels).
 //! - One file per operation family, as in `cpu/`: `conv` (cuDNN plans for
 //!   2-D convolutions where Caffe's engine rule picks cuDNN, im2col +
-//!   cuBLAS otherwise), `pool`, `lrn`, `softmax`, `eltwise`, `norm`,
+//!   cuBLAS otherwise; `depthwise` for one filter per channel), `pool`, `lrn`, `softmax`, `eltwise`, `norm`,
 //!   `recurrent`, `shape`, `solver` (Caffe's kernels).
 //! - `backend`: `CudaBackend` as a `Backend`, and `open_backend`, what
 //!   `--gpu N` uses.
