@@ -18,7 +18,7 @@ use std::sync::Arc;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Buffer};
 use crate::error::{Error, Result};
 use crate::proto::caffe::Phase;
 use crate::tensor::Blob;
@@ -38,6 +38,13 @@ pub struct Ctx {
     /// This replica's index and the number of replicas (data sharding).
     pub rank: usize,
     pub world: usize,
+    /// Scratch shared by the net's layers (the convolution passes' column
+    /// panels, packed weights and weight-gradient partials). Layers run one
+    /// at a time and nothing in it outlives one pass, so one buffer of the
+    /// largest layer's size replaces one per layer: GoogLeNet's 57
+    /// convolutions held 240 MB of it as per-layer buffers. Sized in
+    /// `reshape` through `reserve_workspace`.
+    pub workspace: Buffer,
 }
 
 impl Ctx {
@@ -49,6 +56,17 @@ impl Ctx {
             seed,
             rank: 0,
             world: 1,
+            workspace: Buffer::default(),
+        }
+    }
+
+    /// Grow the shared workspace to at least `n` values (contents are not
+    /// kept: every pass writes what it reads).
+    pub fn reserve_workspace(&mut self, n: usize) {
+        if self.workspace.len() < n {
+            // Free the old buffer first: old and new are never both held.
+            self.workspace = Buffer::default();
+            self.workspace = self.be.alloc(n);
         }
     }
 }

@@ -2220,12 +2220,23 @@ mod tests {
 
     /// Forward, data and filter gradient (dw starting from ones).
     fn passes(be: &CpuBackend, g: &ConvGeometry, num: usize, seed: u64) -> [Vec<f32>; 3] {
+        let mut ws = be.alloc(be.conv_workspace_len(g, num));
+        passes_in(be, g, num, seed, &mut ws)
+    }
+
+    /// `passes` with the workspace given.
+    fn passes_in(
+        be: &CpuBackend,
+        g: &ConvGeometry,
+        num: usize,
+        seed: u64,
+        ws: &mut Buffer,
+    ) -> [Vec<f32>; 3] {
         let mut rng = StdRng::seed_from_u64(seed);
         let x = Buffer::from_vec(rand_vec(num * g.in_dim(), &mut rng));
         let w = Buffer::from_vec(rand_vec(g.weight_len(), &mut rng));
         let b = Buffer::from_vec(rand_vec(g.out_channels, &mut rng));
         let dy = Buffer::from_vec(rand_vec(num * g.out_dim(), &mut rng));
-        let mut ws = be.alloc(be.conv_workspace_len(g, num));
         let mut y = Buffer::from_vec(vec![f32::NAN; num * g.out_dim()]);
         let mut dx = Buffer::from_vec(vec![f32::NAN; num * g.in_dim()]);
         let mut dw = Buffer::from_vec(vec![1.0; g.weight_len()]);
@@ -2245,6 +2256,32 @@ mod tests {
             dx.read(num * g.in_dim()),
             dw.read(g.weight_len()),
         ]
+    }
+
+    /// The net shares one workspace among its layers (`Ctx::workspace`):
+    /// a pass must not depend on what an earlier pass, or another layer's,
+    /// left in it, nor on it being exactly its own size.
+    #[test]
+    fn passes_do_not_depend_on_the_workspace_contents() {
+        let be = CpuBackend::new();
+        for g in geometries() {
+            for batched in [false, true] {
+                let num = 3;
+                let clean = with_batching(batched, || passes(&be, &g, num, 21));
+                let reused = with_batching(batched, || {
+                    // Sized for this plan (batching changes it), and more.
+                    let len = be.conv_workspace_len(&g, num) + 1000;
+                    passes_in(&be, &g, num, 21, &mut Buffer::from_vec(vec![f32::NAN; len]))
+                });
+                for (a, b) in clean.iter().zip(&reused) {
+                    assert_eq!(
+                        a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        b.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        "{g:?} batched={batched}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

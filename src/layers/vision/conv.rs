@@ -2,7 +2,7 @@
 //! groups, dilation and per-axis pad/stride/kernel; several bottom/top pairs
 //! share one set of weights.
 use super::conv_param::ConvSpatial;
-use crate::backend::{Buffer, ConvGeometry, Engine};
+use crate::backend::{ConvGeometry, Engine};
 use crate::error::Result;
 use crate::fillers::fill;
 use crate::layer_err;
@@ -29,8 +29,6 @@ pub struct Convolution {
     // Resolved in reshape.
     geom: ConvGeometry,
     num: usize,
-    /// Column buffers (and weight-gradient partials) for the backend passes.
-    ws: Buffer,
 }
 
 impl Convolution {
@@ -58,7 +56,6 @@ impl Convolution {
             dilations: Vec::new(),
             geom: ConvGeometry::default(),
             num: 0,
-            ws: Buffer::default(),
         })
     }
 
@@ -193,9 +190,7 @@ impl Layer for Convolution {
             ));
         }
         let need = cx.be.conv_workspace_len(&self.geom, self.num);
-        if self.ws.len() < need {
-            self.ws = cx.be.alloc(need);
-        }
+        cx.reserve_workspace(need);
         Ok(())
     }
 
@@ -210,7 +205,7 @@ impl Layer for Convolution {
                 w.data.view(),
                 self.bias_term.then(|| b.data.view()),
                 y.data.view_mut(),
-                self.ws.view_mut(),
+                cx.workspace.view_mut(),
             );
         }
         Ok(())
@@ -229,7 +224,7 @@ impl Layer for Convolution {
                     y.diff.view(),
                     w.diff.view_mut(),
                     b.diff.view_mut(),
-                    self.ws.view_mut(),
+                    cx.workspace.view_mut(),
                 );
             } else {
                 let ([x, y], [w]) = io.split([Slot::B(i), Slot::T(i)], [Slot::P(0)])?;
@@ -239,7 +234,7 @@ impl Layer for Convolution {
                     x.data.view(),
                     y.diff.view(),
                     w.diff.view_mut(),
-                    self.ws.view_mut(),
+                    cx.workspace.view_mut(),
                 );
             }
             if propagate_down.get(i).copied().unwrap_or(false) {
@@ -250,7 +245,7 @@ impl Layer for Convolution {
                     y.diff.view(),
                     w.data.view(),
                     x.diff.view_mut(),
-                    self.ws.view_mut(),
+                    cx.workspace.view_mut(),
                 );
             }
         }

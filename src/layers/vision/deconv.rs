@@ -31,8 +31,6 @@ pub struct Deconvolution {
     /// in = the top (im2col side), out = the bottom (GEMM side).
     geom: ConvGeometry,
     num: usize,
-    /// Workspace of the convolution passes.
-    ws: Buffer,
     /// Ones over the top's spatial positions: Caffe's bias multiplier.
     ones: Buffer,
 }
@@ -58,7 +56,6 @@ impl Deconvolution {
             channels: 0,
             geom: ConvGeometry::default(),
             num: 0,
-            ws: Buffer::default(),
             ones: Buffer::default(),
         })
     }
@@ -192,9 +189,7 @@ impl Layer for Deconvolution {
             ));
         }
         let need = cx.be.conv_workspace_len(&self.geom, self.num);
-        if self.ws.len() < need {
-            self.ws = cx.be.alloc(need);
-        }
+        cx.reserve_workspace(need);
         let spatial = self.geom.in_spatial();
         if self.bias_term && self.ones.len() != spatial {
             self.ones = cx.be.alloc(spatial);
@@ -214,7 +209,7 @@ impl Layer for Deconvolution {
                 x.data.view(),
                 w.data.view(),
                 y.data.view_mut(),
-                self.ws.view_mut(),
+                cx.workspace.view_mut(),
             );
             if self.bias_term {
                 let ([b], [y]) = io.split([Slot::P(1)], [Slot::T(i)])?;
@@ -251,7 +246,7 @@ impl Layer for Deconvolution {
                     g.in_spatial(),
                     y.diff.view(),
                     b.diff.view_mut(),
-                    self.ws.view_mut(),
+                    cx.workspace.view_mut(),
                 );
             }
             if weight_grad {
@@ -263,7 +258,7 @@ impl Layer for Deconvolution {
                     y.diff.view(),
                     x.data.view(),
                     w.diff.view_mut(),
-                    self.ws.view_mut(),
+                    cx.workspace.view_mut(),
                 );
             }
             if propagate_down.get(i).copied().unwrap_or(false) {
@@ -276,7 +271,7 @@ impl Layer for Deconvolution {
                     w.data.view(),
                     None,
                     x.diff.view_mut(),
-                    self.ws.view_mut(),
+                    cx.workspace.view_mut(),
                 );
             }
         }
