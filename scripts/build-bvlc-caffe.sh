@@ -47,7 +47,10 @@ BUILD_DIR := build
 DISTRIBUTE_DIR := distribute
 Q ?= @
 CFG
-make -C "$src" -j"$(nproc)" tools >"$dir/build.log" 2>&1 || {
+# The sdist ships caffe.pb.h/.cc from an older protoc; generate them with
+# Debian's protoc first, so that no parallel compile picks up the stale ones.
+rm -f "$src/include/caffe/proto/caffe.pb.h" "$src/src/caffe/proto/caffe.pb.cc"
+{ make -C "$src" proto && make -C "$src" -j"$(nproc)" tools; } >"$dir/build.log" 2>&1 || {
     tail -20 "$dir/build.log" >&2
     exit 1
 }
