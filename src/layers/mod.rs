@@ -41,9 +41,9 @@ pub struct Ctx {
     /// Scratch shared by the net's layers (the convolution passes' column
     /// panels, packed weights and weight-gradient partials). Layers run one
     /// at a time and nothing in it outlives one pass, so one buffer of the
-    /// largest layer's size replaces one per layer: GoogLeNet's 57
-    /// convolutions held 240 MB of it as per-layer buffers. Sized in
-    /// `reshape` through `reserve_workspace`.
+    /// largest layer's size replaces one per layer (GoogLeNet's 57
+    /// per-layer buffers cost 170 MB of peak memory). Sized in `reshape`
+    /// through `reserve_workspace`.
     pub workspace: Buffer,
 }
 
