@@ -12,6 +12,12 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 caffe=${CAFFE:-/tmp/bvlc-caffe/brocolli-caffe-9.0.2/.temp_release/tools/caffe.bin}
 rcaffe=${RCAFFE:-$here/target/release/rcaffe}
 bench=${BENCH:-$here/../shared/bench}
+for b in "$caffe" "$rcaffe"; do
+    if [ ! -x "$b" ]; then
+        echo "bench-vs-caffe: $b not found: run scripts/build-bvlc-caffe.sh and cargo build --release first" >&2
+        exit 1
+    fi
+done
 rounds=${1:-3}
 shift || true
 nets=("$@")
